@@ -1,0 +1,24 @@
+//! Generates the API messages from `proto/` with a pure-Rust protobuf compiler
+//! (protox), so building stead needs no system `protoc`. prost writes the structs;
+//! pbjson writes their proto3 JSON mapping (for the HTTP gateway).
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(["rpc.proto", "internal.proto"], ["proto"])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("stead_descriptor.bin");
+    std::fs::write(&descriptor_path, descriptors.encode_to_vec())?;
+
+    prost_build::Config::new()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_fds(descriptors)?;
+
+    let descriptor_bytes = std::fs::read(&descriptor_path)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_bytes)?
+        .preserve_proto_field_names()
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".steadpb"])?;
+    Ok(())
+}
