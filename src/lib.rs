@@ -1,2 +1,3 @@
 pub mod raft;
 pub mod proto;
+pub mod config;
