@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptor_bytes)?
         .preserve_proto_field_names()
+        // etcd's gateway ignores fields it does not know; so do we.
+        .ignore_unknown_fields()
         .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".steadpb"])?;
     Ok(())
 }

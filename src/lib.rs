@@ -1,3 +1,13 @@
-pub mod raft;
-pub mod proto;
+//! stead: an etcd-compatible, Raft-replicated key-value store built as an actix
+//! actor system. See ARCHITECTURE.md for the map.
+pub mod actors;
 pub mod config;
+pub mod ctl;
+pub mod error;
+pub mod kv;
+pub mod net;
+pub mod node;
+pub mod proto;
+pub mod raft;
+pub mod service;
+pub mod storage;

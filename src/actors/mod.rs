@@ -1,0 +1,4 @@
+//! The actors of one member, one file each with its messages beside it.
+pub mod raft;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,299 @@
+//! `StoreActor`: owns the MVCC store (on the sled backend) and the applied index.
+//! It applies committed entries in log order, answers the client waiting on each,
+//! and serves reads once the applied index has reached the read's index.
+//!
+//! Runs on an arbiter of its own, so a long apply never delays Raft ticks or the
+//! HTTP workers. It must never block on a durable flush: sled's flush (before a WAL
+//! segment is released) runs on a blocking-pool thread and reports back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::error::RequestError;
+use crate::kv::apply::{self, Response};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::steadpb::InternalRequest;
+use crate::raft::{Entry, EntryKind};
+use crate::storage::mvcc::MvccStore;
+
+/// Where an applied result goes: the client waiting on the proposal.
+pub type Responder = oneshot::Sender<Result<Response, RequestError>>;
+
+/// Registers the client waiting for request `id`. Sent by the Raft actor when it
+/// proposes, before the entry can possibly commit (one sender, FIFO mailbox).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AwaitApply {
+    pub id: u64,
+    pub responder: Responder,
+}
+
+/// Committed entries, in log order, to apply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    pub entries: Vec<Entry>,
+    /// The Raft term at the time of sending, for response headers.
+    pub term: u64,
+}
+
+/// A read to serve once the store has applied `read_index` (0: serve now).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Read {
+    pub read_index: u64,
+    pub request: ReadRequest,
+    pub responder: Responder,
+}
+
+pub enum ReadRequest {
+    Range(pb::RangeRequest),
+    Txn(pb::TxnRequest),
+}
+
+/// The store's figures for `Status` and `/health`.
+#[derive(Message)]
+#[rtype(result = "StoreStatus")]
+pub struct GetStatus;
+
+#[derive(Debug, Clone, Copy, MessageResponse)]
+pub struct StoreStatus {
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub applied_index: u64,
+    pub db_size_bytes: u64,
+}
+
+/// Sent to the Raft actor: entries up to `index` are applied.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AppliedTo {
+    pub index: u64,
+}
+
+/// Sent to the Raft actor: the backend is durable up to `index` (flushed), so the
+/// WAL before it may be released.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DurableTo {
+    pub index: u64,
+}
+
+/// Who the store reports progress to.
+pub struct StorePeers {
+    pub applied: Recipient<AppliedTo>,
+    pub durable: Recipient<DurableTo>,
+}
+
+/// Identity for response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderIds {
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+pub struct StoreActor {
+    store: MvccStore,
+    ids: HeaderIds,
+    raft_term: u64,
+    applied_index: u64,
+    waiters: HashMap<u64, Responder>,
+    /// Reads waiting for the applied index to reach their read index.
+    pending_reads: BTreeMap<u64, Vec<(ReadRequest, Responder)>>,
+    peers: StorePeers,
+    /// Applied entries between backend flushes (snapshot-count, as etcd).
+    snapshot_count: u64,
+    last_flush_index: u64,
+    flushing: bool,
+}
+
+impl StoreActor {
+    pub fn new(store: MvccStore, ids: HeaderIds, snapshot_count: u64, peers: StorePeers) -> Self {
+        let applied_index = store.consistent_index();
+        StoreActor {
+            store,
+            ids,
+            raft_term: 0,
+            applied_index,
+            waiters: HashMap::new(),
+            pending_reads: BTreeMap::new(),
+            peers,
+            snapshot_count,
+            last_flush_index: applied_index,
+            flushing: false,
+        }
+    }
+
+    fn store(&self) -> &MvccStore {
+        &self.store
+    }
+
+    fn fill_header(&self, header: &mut Option<pb::ResponseHeader>) {
+        let h = header.get_or_insert_with(Default::default);
+        h.cluster_id = self.ids.cluster_id;
+        h.member_id = self.ids.member_id;
+        h.raft_term = self.raft_term;
+    }
+
+    fn finish(&self, mut response: Response) -> Response {
+        match &mut response {
+            Response::Put(r) => self.fill_header(&mut r.header),
+            Response::DeleteRange(r) => self.fill_header(&mut r.header),
+            Response::Txn(r) => self.fill_header(&mut r.header),
+            Response::Compaction(r) => self.fill_header(&mut r.header),
+            Response::Range(r) => self.fill_header(&mut r.header),
+        }
+        response
+    }
+
+    fn serve_read(&self, request: ReadRequest, responder: Responder) {
+        let result = match request {
+            ReadRequest::Range(r) => apply::range(self.store(), &r).map(Response::Range),
+            ReadRequest::Txn(t) => apply::read_txn(self.store(), &t).map(Response::Txn),
+        };
+        let _ = responder.send(result.map(|r| self.finish(r)));
+    }
+
+    /// Applies a run of committed entries as one backend batch, then answers the
+    /// clients waiting on them.
+    fn apply_entries(&mut self, entries: &[Entry]) {
+        let mut answers = Vec::new();
+        let mut batch = self.store.apply_batch();
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue; // replayed from the WAL, already in the backend
+            }
+            assert_eq!(entry.index, self.applied_index + 1, "entries are applied in log order without gaps");
+            let request = match entry.kind {
+                EntryKind::Normal if !entry.data.is_empty() => {
+                    match <InternalRequest as prost::Message>::decode(entry.data.as_slice()) {
+                        Ok(r) => Some(r),
+                        Err(e) => panic!("undecodable committed entry at index {}: {e}", entry.index),
+                    }
+                }
+                // A leader's no-op, or a membership change (the Raft core applies
+                // those): only the index moves.
+                _ => None,
+            };
+            match request {
+                None => {
+                    if let Err(e) = batch.set_consistent_index(entry.index) {
+                        panic!("storage fault while applying index {}: {e}", entry.index);
+                    }
+                }
+                Some(request) => {
+                    // Fail-stop on a storage fault: the WAL still has the entry,
+                    // and a restart replays it.
+                    let applied = apply::apply_entry(&mut batch, entry.index, &request).unwrap_or_else(|f| panic!("{f}"));
+                    let id = request.header.map(|h| h.id).unwrap_or_default();
+                    answers.push((id, applied.response));
+                }
+            }
+            self.applied_index = entry.index;
+        }
+        if let Err(e) = batch.finish() {
+            panic!("storage fault writing the apply batch up to index {}: {e}", self.applied_index);
+        }
+        for (id, response) in answers {
+            if let Some(responder) = self.waiters.remove(&id) {
+                let _ = responder.send(response.map(|r| self.finish(r)));
+            }
+        }
+    }
+
+    fn release_reads(&mut self) {
+        let still_waiting = self.pending_reads.split_off(&(self.applied_index + 1));
+        let ready = std::mem::replace(&mut self.pending_reads, still_waiting);
+        for (_, reads) in ready {
+            for (request, responder) in reads {
+                self.serve_read(request, responder);
+            }
+        }
+    }
+
+    /// After `snapshot_count` applied entries, flush the backend off the event loop
+    /// and tell Raft the WAL before that index may go.
+    fn maybe_flush_backend(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.applied_index < self.last_flush_index + self.snapshot_count {
+            return;
+        }
+        self.flushing = true;
+        // What the backend holds once this flush returns; later applies may still
+        // be staged in memory.
+        let index = self.store.written_consistent_index();
+        let backend = self.store.backend().clone();
+        let durable = self.peers.durable.clone();
+        let flush = actix_rt::task::spawn_blocking(move || backend.flush());
+        ctx.spawn(
+            async move { flush.await }
+                .into_actor(self)
+                .map(move |result, act, _ctx| {
+                    act.flushing = false;
+                    match result {
+                        Ok(Ok(())) => {
+                            act.last_flush_index = index;
+                            durable.do_send(DurableTo { index });
+                        }
+                        Ok(Err(e)) => panic!("backend flush failed: {e}"),
+                        Err(e) => panic!("backend flush task failed: {e}"),
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Drop waiters whose client has gone (timed out), so a proposal lost in a
+        // leader change cannot leak its waiter forever.
+        ctx.run_interval(std::time::Duration::from_secs(5), |act, _| {
+            act.waiters.retain(|_, w| !w.is_closed());
+        });
+    }
+}
+
+impl Handler<AwaitApply> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: AwaitApply, _: &mut Context<Self>) {
+        self.waiters.insert(msg.id, msg.responder);
+    }
+}
+
+impl Handler<Apply> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
+        self.raft_term = self.raft_term.max(msg.term);
+        self.apply_entries(&msg.entries);
+        self.release_reads();
+        self.peers.applied.do_send(AppliedTo { index: self.applied_index });
+        self.maybe_flush_backend(ctx);
+    }
+}
+
+impl Handler<Read> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: Read, _: &mut Context<Self>) {
+        if msg.read_index <= self.applied_index {
+            self.serve_read(msg.request, msg.responder);
+        } else {
+            self.pending_reads.entry(msg.read_index).or_default().push((msg.request, msg.responder));
+        }
+    }
+}
+
+impl Handler<GetStatus> for StoreActor {
+    type Result = StoreStatus;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> StoreStatus {
+        let store = self.store();
+        StoreStatus {
+            revision: store.current_revision(),
+            compact_revision: store.compact_revision(),
+            applied_index: self.applied_index,
+            db_size_bytes: store.backend().size_on_disk().unwrap_or(0),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `WalActor`: the front door of the write-ahead log. It hands each append to the
+//! WAL writer thread (`storage::wal::WalWriter`: group commit, one fdatasync per
+//! batch) and answers the Raft actor with `Persisted` once the append is durable.
+//!
+//! It never writes or syncs on its own event loop. It runs on an arbiter of its own,
+//! so that when the writer's bounded queue is full, the wait for room (the
+//! back-pressure) holds up only this actor.
+
+use actix::prelude::*;
+
+use crate::raft::{Entry, HardState, Message, PersistAck};
+use crate::storage::wal::{WalPersisted, WalWrite, WalWriter};
+
+/// A Ready's durable part, plus what may be sent only once it is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Append {
+    pub snapshot: Option<(u64, u64)>,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    pub ack: PersistAck,
+    /// Votes and append acks: released by `Persisted`, never before.
+    pub after_persist: Vec<Message>,
+}
+
+/// The state machine is durable up to `index` (term `term`): record a snapshot
+/// marker there and drop the segments before it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveSnapshot {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// An `Append` is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Persisted {
+    pub ack: PersistAck,
+    pub after_persist: Vec<Message>,
+}
+
+pub struct WalActor {
+    writer: WalWriter,
+    raft: Recipient<Persisted>,
+}
+
+impl WalActor {
+    pub fn new(writer: WalWriter, raft: Recipient<Persisted>) -> Self {
+        WalActor { writer, raft }
+    }
+
+    fn submit(&self, write: WalWrite) {
+        // Blocks while the writer's queue is full: back-pressure on the log.
+        if let Err(e) = self.writer.submit(write) {
+            panic!("the WAL writer is gone ({e:?}); stopping");
+        }
+    }
+}
+
+impl Actor for WalActor {
+    type Context = Context<Self>;
+}
+
+/// A WAL write that failed leaves the log in doubt: stop the member (fail-stop).
+fn must_succeed(result: Result<WalPersisted, crate::storage::wal::WalError>) -> WalPersisted {
+    match result {
+        Ok(p) => p,
+        Err(e) => panic!("WAL write failed: {e}"),
+    }
+}
+
+impl Handler<Append> for WalActor {
+    type Result = ();
+    fn handle(&mut self, msg: Append, _: &mut Context<Self>) {
+        let raft = self.raft.clone();
+        let (ack, after_persist) = (msg.ack, msg.after_persist);
+        let done = Box::new(move |result| {
+            must_succeed(result);
+            raft.do_send(Persisted { ack, after_persist });
+        });
+        let mut write = WalWrite::append(msg.entries, msg.hard_state, done);
+        write.snapshot = msg.snapshot;
+        self.submit(write);
+    }
+}
+
+impl Handler<SaveSnapshot> for WalActor {
+    type Result = ();
+    fn handle(&mut self, msg: SaveSnapshot, _: &mut Context<Self>) {
+        let index = msg.index;
+        let write = WalWrite {
+            snapshot: Some((msg.index, msg.term)),
+            entries: Vec::new(),
+            hard_state: None,
+            release_to: Some(msg.index),
+            done: Box::new(move |result| {
+                must_succeed(result);
+                tracing::info!("saved snapshot marker at index {index}; released older WAL segments");
+            }),
+        };
+        self.submit(write);
+    }
+}

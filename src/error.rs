@@ -1,0 +1,45 @@
+//! The error a client request can end in, once it has left the API edge: raised by
+//! validation, the apply path and the actors. Variants say what happened; only
+//! `net::status` knows etcd's gRPC codes and texts for them.
+
+/// Why a client request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("value is provided")]
+    ValueProvided,
+    #[error("lease is provided")]
+    LeaseProvided,
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("request is too large")]
+    RequestTooLarge,
+    #[error("required revision has been compacted")]
+    Compacted,
+    #[error("required revision is a future revision")]
+    FutureRevision,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    #[error("server stopped")]
+    Stopped,
+    #[error("too many requests")]
+    TooManyRequests,
+    /// The request body could not be decoded (gateway JSON, gRPC bytes).
+    #[error("{0}")]
+    Malformed(String),
+    /// A feature stead does not implement yet: said plainly, never faked.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+    /// A fault inside the server (storage error and the like).
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,433 @@
+//! etcd's KV semantics over the MVCC store: applies committed requests (put, delete,
+//! txn, compaction) and serves reads (range, read-only txn), following etcd 3.4's
+//! `applierV3backend` rule for rule.
+//!
+//! Pure over the store it is given: no actor, no clock, no I/O of its own beyond the
+//! store's batch. Response headers carry only `revision` here; the store actor adds
+//! cluster id, member id and term at the edge.
+
+use crate::error::RequestError;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::mvccpb;
+use crate::proto::steadpb::{internal_request, InternalRequest};
+use crate::storage::mvcc::{self, ApplyBatch, KeyValue, MvccError, MvccStore, WriteTxn};
+
+use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::range_request::{SortOrder, SortTarget};
+use pb::{request_op, response_op};
+
+/// What applying one committed entry produced.
+pub struct Applied {
+    /// The answer for the client that proposed it (if it still waits).
+    pub response: Result<Response, RequestError>,
+    /// The changes it made, in (main, sub) revision order, for watchers.
+    pub events: Vec<mvcc::Event>,
+}
+
+/// A successful answer, by request kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Put(pb::PutResponse),
+    DeleteRange(pb::DeleteRangeResponse),
+    Txn(pb::TxnResponse),
+    Compaction(pb::CompactionResponse),
+    Range(pb::RangeResponse),
+}
+
+/// A fault of the store itself (not of the request): the node must stop rather
+/// than go on with state it cannot trust.
+#[derive(Debug, thiserror::Error)]
+#[error("storage fault while applying index {index}: {source}")]
+pub struct ApplyFault {
+    pub index: u64,
+    #[source]
+    pub source: MvccError,
+}
+
+fn header(revision: i64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader { revision, ..Default::default() })
+}
+
+/// Maps what the MVCC layer says about a request to the request error; anything
+/// else is a fault of the store.
+fn request_error(e: &MvccError) -> Option<RequestError> {
+    match e {
+        MvccError::Compacted { .. } => Some(RequestError::Compacted),
+        MvccError::FutureRev { .. } => Some(RequestError::FutureRevision),
+        _ => None,
+    }
+}
+
+/// Applies one committed entry at Raft index `index` into `batch` (the whole apply
+/// batch becomes one backend write). The entry's changes and the consistent index
+/// land together, also when the request fails: it still used up its log entry and
+/// must never be applied again.
+pub fn apply_entry(batch: &mut ApplyBatch<'_>, index: u64, req: &InternalRequest) -> Result<Applied, ApplyFault> {
+    let fault = |source| ApplyFault { index, source };
+    if let Some(internal_request::Request::Compaction(c)) = &req.request {
+        let response = match batch.compact(c.revision) {
+            Ok(done) => Ok(Response::Compaction(pb::CompactionResponse { header: header(done.revision) })),
+            Err(e) => Err(request_error(&e).ok_or_else(|| fault(e))?),
+        };
+        batch.set_consistent_index(index).map_err(fault)?;
+        return Ok(Applied { response, events: Vec::new() });
+    }
+
+    let mut txn = batch.write();
+    let outcome = match &req.request {
+        Some(internal_request::Request::Put(p)) => put(&mut txn, p).map(Response::Put),
+        Some(internal_request::Request::DeleteRange(d)) => delete_range(&mut txn, d).map(Response::DeleteRange),
+        Some(internal_request::Request::Txn(t)) => write_txn(&mut txn, t).map(Response::Txn),
+        Some(internal_request::Request::Compaction(_)) | None => {
+            Err(Failure::Request(RequestError::Malformed("empty request in log entry".into())))
+        }
+    };
+    match outcome {
+        Ok(response) => {
+            let committed = txn.commit(index).map_err(fault)?;
+            Ok(Applied { response: Ok(response), events: committed.changes })
+        }
+        Err(Failure::Request(e)) => {
+            // A refused request changes nothing: dropping the txn rolls it back.
+            drop(txn);
+            batch.set_consistent_index(index).map_err(fault)?;
+            Ok(Applied { response: Err(e), events: Vec::new() })
+        }
+        Err(Failure::Store(e)) => Err(fault(e)),
+    }
+}
+
+/// Why an op failed: the request's fault (answer the client) or the store's (stop).
+enum Failure {
+    Request(RequestError),
+    Store(MvccError),
+}
+
+impl From<MvccError> for Failure {
+    fn from(e: MvccError) -> Self {
+        match request_error(&e) {
+            Some(re) => Failure::Request(re),
+            None => Failure::Store(e),
+        }
+    }
+}
+
+impl From<RequestError> for Failure {
+    fn from(e: RequestError) -> Self {
+        Failure::Request(e)
+    }
+}
+
+/// The read side both the store and a write txn offer.
+trait ReadView {
+    fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError>;
+    fn view_revision(&self) -> i64;
+    fn compacted_revision(&self) -> i64;
+}
+
+impl ReadView for MvccStore {
+    fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError> {
+        self.range(key, end, rev, limit)
+    }
+    fn view_revision(&self) -> i64 {
+        self.current_revision()
+    }
+    fn compacted_revision(&self) -> i64 {
+        self.compact_revision()
+    }
+}
+
+impl ReadView for WriteTxn<'_> {
+    fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError> {
+        self.range(key, end, rev, limit)
+    }
+    fn view_revision(&self) -> i64 {
+        self.rev()
+    }
+    fn compacted_revision(&self) -> i64 {
+        self.compact_revision()
+    }
+}
+
+fn to_pb(kv: KeyValue) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
+/// Serves a range from the store's current state (serializable once the caller has
+/// waited for the read index).
+pub fn range(store: &MvccStore, r: &pb::RangeRequest) -> Result<pb::RangeResponse, RequestError> {
+    range_in(store, r).map_err(|f| match f {
+        Failure::Request(e) => e,
+        Failure::Store(e) => RequestError::Internal(e.to_string()),
+    })
+}
+
+/// etcd's Range: filters and sorting fetch everything, then cut to `limit`; `more`
+/// says the cut dropped something; `count` is every key in the range.
+fn range_in(view: &dyn ReadView, r: &pb::RangeRequest) -> Result<pb::RangeResponse, Failure> {
+    let sort_order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+    let sort_target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    let mut fetch_limit = if sort_order != SortOrder::None || filtered { 0 } else { r.limit.max(0) as usize };
+    if fetch_limit > 0 {
+        fetch_limit += 1; // one more, to know whether there is more
+    }
+    let rr = view.range_at(&r.key, &r.range_end, r.revision, fetch_limit)?;
+    let count = rr.count as i64;
+    let mut kvs = rr.kvs;
+    if r.count_only {
+        kvs.clear();
+    }
+    kvs.retain(|kv| {
+        (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+            && (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+            && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+            && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+    });
+    // The store returns keys in ascending order; any other target sorts ascending
+    // by default, as etcd does.
+    let order = if sort_target != SortTarget::Key && sort_order == SortOrder::None { SortOrder::Ascend } else { sort_order };
+    if order != SortOrder::None {
+        kvs.sort_by(|a, b| {
+            let ord = match sort_target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if order == SortOrder::Descend { ord.reverse() } else { ord }
+        });
+    }
+    let mut more = false;
+    if r.limit > 0 && kvs.len() > r.limit as usize {
+        kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    let kvs = kvs
+        .into_iter()
+        .map(|mut kv| {
+            if r.keys_only {
+                kv.value.clear();
+            }
+            to_pb(kv)
+        })
+        .collect();
+    Ok(pb::RangeResponse { header: header(rr.rev), kvs, more, count })
+}
+
+fn put(txn: &mut WriteTxn<'_>, p: &pb::PutRequest) -> Result<pb::PutResponse, Failure> {
+    // Leases arrive with the lease issue; until then no lease exists, exactly as
+    // on an etcd member that has granted none.
+    if p.lease != 0 {
+        return Err(RequestError::LeaseNotFound.into());
+    }
+    let need_prev = p.ignore_value || p.ignore_lease || p.prev_kv;
+    let prev = if need_prev { txn.range(&p.key, &[], 0, 0)?.kvs.into_iter().next() } else { None };
+    if (p.ignore_value || p.ignore_lease) && prev.is_none() {
+        return Err(RequestError::KeyNotFound.into());
+    }
+    let value = match (&prev, p.ignore_value) {
+        (Some(kv), true) => kv.value.clone(),
+        _ => p.value.clone(),
+    };
+    let lease = match (&prev, p.ignore_lease) {
+        (Some(kv), true) => kv.lease,
+        _ => p.lease,
+    };
+    txn.put(&p.key, &value, lease)?;
+    Ok(pb::PutResponse {
+        header: header(txn.rev()),
+        prev_kv: if p.prev_kv { prev.map(to_pb) } else { None },
+    })
+}
+
+fn delete_range(txn: &mut WriteTxn<'_>, d: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, Failure> {
+    let deleted = txn.delete_range(&d.key, &d.range_end)?;
+    Ok(pb::DeleteRangeResponse {
+        header: header(txn.rev()),
+        deleted: deleted.len() as i64,
+        prev_kvs: if d.prev_kv { deleted.into_iter().map(to_pb).collect() } else { Vec::new() },
+    })
+}
+
+/// etcd's compare: over every key in the range; a missing key compares as the zero
+/// KeyValue, except that a VALUE compare on nothing is always false.
+fn compare_holds(view: &dyn ReadView, c: &pb::Compare) -> bool {
+    let Ok(rr) = view.range_at(&c.key, &c.range_end, 0, 0) else { return false };
+    let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+    if rr.kvs.is_empty() {
+        if target == CompareTarget::Value {
+            return false;
+        }
+        return compare_kv(c, target, &KeyValue::default());
+    }
+    rr.kvs.iter().all(|kv| compare_kv(c, target, kv))
+}
+
+fn compare_kv(c: &pb::Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let int = |v: Option<i64>| v.unwrap_or(0);
+    let ord: Ordering = match target {
+        CompareTarget::Value => {
+            let want: &[u8] = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(want)
+        }
+        CompareTarget::Create => kv.create_revision.cmp(&int(match c.target_union {
+            Some(TargetUnion::CreateRevision(v)) => Some(v),
+            _ => None,
+        })),
+        CompareTarget::Mod => kv.mod_revision.cmp(&int(match c.target_union {
+            Some(TargetUnion::ModRevision(v)) => Some(v),
+            _ => None,
+        })),
+        CompareTarget::Version => kv.version.cmp(&int(match c.target_union {
+            Some(TargetUnion::Version(v)) => Some(v),
+            _ => None,
+        })),
+        CompareTarget::Lease => kv.lease.cmp(&int(match c.target_union {
+            Some(TargetUnion::Lease(v)) => Some(v),
+            _ => None,
+        })),
+    };
+    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Which branch each (nested) txn takes, decided up front on the state before the
+/// txn, as etcd's `compareToPath` does: nested compares do not see the txn's own
+/// writes.
+fn txn_path(view: &dyn ReadView, t: &pb::TxnRequest, path: &mut Vec<bool>) {
+    let succeeded = t.compare.iter().all(|c| compare_holds(view, c));
+    path.push(succeeded);
+    let ops = if succeeded { &t.success } else { &t.failure };
+    for op in ops {
+        if let Some(request_op::Request::RequestTxn(nested)) = &op.request {
+            txn_path(view, nested, path);
+        }
+    }
+}
+
+/// The checks etcd makes before running a txn's ops, so a txn either runs whole or
+/// fails whole: ranges at a compacted or future revision, puts that need a key or
+/// lease that is not there.
+fn check_txn_ops(view: &dyn ReadView, t: &pb::TxnRequest, path: &[bool], at: &mut usize) -> Result<(), Failure> {
+    let succeeded = path[*at];
+    *at += 1;
+    let ops = if succeeded { &t.success } else { &t.failure };
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) => {
+                if r.revision > 0 && r.revision > view.view_revision() {
+                    return Err(RequestError::FutureRevision.into());
+                }
+                if r.revision > 0 && r.revision < view.compacted_revision() {
+                    return Err(RequestError::Compacted.into());
+                }
+            }
+            Some(request_op::Request::RequestPut(p)) => {
+                if p.lease != 0 {
+                    return Err(RequestError::LeaseNotFound.into());
+                }
+                if p.ignore_value || p.ignore_lease {
+                    let rr = view.range_at(&p.key, &[], 0, 0)?;
+                    if rr.kvs.is_empty() {
+                        return Err(RequestError::KeyNotFound.into());
+                    }
+                }
+            }
+            Some(request_op::Request::RequestTxn(nested)) => check_txn_ops(view, nested, path, at)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn write_txn(txn: &mut WriteTxn<'_>, t: &pb::TxnRequest) -> Result<pb::TxnResponse, Failure> {
+    let mut path = Vec::new();
+    txn_path(&*txn, t, &mut path);
+    check_txn_ops(&*txn, t, &path, &mut 0)?;
+    let mut at = 0;
+    let mut resp = run_txn(txn, t, &path, &mut at)?;
+    resp.header = header(txn.rev());
+    Ok(resp)
+}
+
+/// Runs the chosen branch of a txn. Nested responses carry a header with only the
+/// revision, and a nested txn's own header is empty, as in etcd.
+fn run_txn(txn: &mut WriteTxn<'_>, t: &pb::TxnRequest, path: &[bool], at: &mut usize) -> Result<pb::TxnResponse, Failure> {
+    let succeeded = path[*at];
+    *at += 1;
+    let ops = if succeeded { &t.success } else { &t.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range_in(&*txn, r)?),
+            Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(put(txn, p)?),
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                response_op::Response::ResponseDeleteRange(delete_range(txn, d)?)
+            }
+            Some(request_op::Request::RequestTxn(nested)) => {
+                let mut r = run_txn(txn, nested, path, at)?;
+                r.header = Some(pb::ResponseHeader::default());
+                response_op::Response::ResponseTxn(r)
+            }
+            None => return Err(RequestError::KeyNotFound.into()),
+        };
+        responses.push(pb::ResponseOp { response: Some(response) });
+    }
+    Ok(pb::TxnResponse { header: None, succeeded, responses })
+}
+
+/// A txn that only reads, served without a log entry.
+pub fn read_txn(store: &MvccStore, t: &pb::TxnRequest) -> Result<pb::TxnResponse, RequestError> {
+    let run = || -> Result<pb::TxnResponse, Failure> {
+        let mut path = Vec::new();
+        txn_path(store, t, &mut path);
+        check_txn_ops(store, t, &path, &mut 0)?;
+        let mut resp = read_only_run(store, t, &path, &mut 0)?;
+        resp.header = header(store.current_revision());
+        Ok(resp)
+    };
+    run().map_err(|f| match f {
+        Failure::Request(e) => e,
+        Failure::Store(e) => RequestError::Internal(e.to_string()),
+    })
+}
+
+fn read_only_run(store: &MvccStore, t: &pb::TxnRequest, path: &[bool], at: &mut usize) -> Result<pb::TxnResponse, Failure> {
+    let succeeded = path[*at];
+    *at += 1;
+    let ops = if succeeded { &t.success } else { &t.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range_in(store, r)?),
+            Some(request_op::Request::RequestTxn(nested)) => {
+                let mut r = read_only_run(store, nested, path, at)?;
+                r.header = Some(pb::ResponseHeader::default());
+                response_op::Response::ResponseTxn(r)
+            }
+            _ => return Err(RequestError::Internal("write op in a read-only txn".into()).into()),
+        };
+        responses.push(pb::ResponseOp { response: Some(response) });
+    }
+    Ok(pb::TxnResponse { header: None, succeeded, responses })
+}

@@ -1,0 +1,4 @@
+//! etcd's KV semantics on top of the MVCC store: what a request must satisfy
+//! before it is proposed (`validate`) and what it does when applied (`apply`).
+pub mod apply;
+pub mod validate;

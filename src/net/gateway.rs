@@ -1,0 +1,141 @@
+//! etcd's JSON gateway over HTTP/1.1 (actix-web), at etcd's paths: the proto3 JSON
+//! mapping of the API messages in, the same out (bytes base64, int64 as strings,
+//! snake_case names; both spellings accepted on input, unknown fields ignored).
+//!
+//! Owns decoding, encoding and error bodies only; every request goes to the
+//! `ClientService`. It must never hold state of its own.
+
+use std::future::Future;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::RequestError;
+use crate::net::status::etcd_status;
+use crate::service::{ClientService, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
+
+/// The JSON body of an error, as etcd's gateway writes it.
+fn error_response(err: &RequestError) -> HttpResponse {
+    /// Field order as etcd's gateway writes it.
+    #[derive(Serialize)]
+    struct ErrorBody<'a> {
+        error: &'a str,
+        message: &'a str,
+        code: i32,
+    }
+    let (code, text) = etcd_status(err);
+    let body = serde_json::to_string(&ErrorBody { error: &text, message: &text, code: code as i32 }).unwrap_or_default();
+    HttpResponse::build(StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .content_type("application/json")
+        .body(body)
+}
+
+fn json_response<T: Serialize>(value: &T) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
+        Err(e) => error_response(&RequestError::Internal(format!("encoding the response: {e}"))),
+    }
+}
+
+/// Decodes a request body; an empty body is the empty request, as in etcd.
+fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, RequestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))
+}
+
+/// Base64 and JSON grow a request by about 4/3; past this it cannot fit the limit
+/// once decoded, so reading stops there instead of buffering an unbounded body.
+fn body_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_mul(2).saturating_add(64 * 1024)
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, RequestError> {
+    use futures::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| RequestError::Malformed(format!("reading the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(RequestError::RequestTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Decode, call, encode: the shape of every unary gateway endpoint.
+async fn unary<Req, Resp, F, Fut>(service: web::Data<ClientService>, payload: web::Payload, call: F) -> HttpResponse
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(ClientService, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, RequestError>>,
+{
+    let body = match read_body(payload, body_limit(service.limits().max_request_bytes)).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let request = match decode::<Req>(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    match call(service.get_ref().clone(), request).await {
+        Ok(resp) => json_response(&resp),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn range(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.range(r).await }).await
+}
+
+async fn put(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.put(r).await }).await
+}
+
+async fn delete_range(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.delete_range(r).await }).await
+}
+
+async fn txn(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.txn(r).await }).await
+}
+
+async fn compaction(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.compact(r).await }).await
+}
+
+async fn status(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, _: crate::proto::etcdserverpb::StatusRequest| async move { s.status().await }).await
+}
+
+async fn health(s: web::Data<ClientService>) -> HttpResponse {
+    let healthy = s.healthy().await;
+    let body = if healthy { r#"{"health":"true"}"# } else { r#"{"health":"false"}"# };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    HttpResponse::build(status).content_type("application/json").body(body)
+}
+
+async fn version() -> HttpResponse {
+    let body = serde_json::json!({
+        "etcdserver": ETCD_API_VERSION,
+        "etcdcluster": ETCD_CLUSTER_VERSION,
+        "stead": env!("CARGO_PKG_VERSION"),
+    });
+    HttpResponse::Ok().content_type("application/json").body(body.to_string())
+}
+
+/// The gateway's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v3/kv/range", web::post().to(range))
+        .route("/v3/kv/put", web::post().to(put))
+        .route("/v3/kv/deleterange", web::post().to(delete_range))
+        .route("/v3/kv/txn", web::post().to(txn))
+        .route("/v3/kv/compaction", web::post().to(compaction))
+        .route("/v3/maintenance/status", web::post().to(status))
+        .route("/health", web::get().to(health))
+        .route("/version", web::get().to(version));
+}

@@ -1,0 +1,4 @@
+//! Everything that knows a wire format: the JSON gateway, and etcd's error codes
+//! and texts.
+pub mod gateway;
+pub mod status;

@@ -1,0 +1,60 @@
+//! The one place that knows etcd's gRPC status codes and error texts. Clients map
+//! errors back by their text, so each text here is etcd 3.4's, character for
+//! character.
+
+use crate::error::RequestError;
+
+/// gRPC status codes (the subset etcd uses), as numbers on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Code {
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Unavailable = 14,
+}
+
+impl Code {
+    /// The HTTP status etcd's gateway answers with for this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
+            Code::NotFound => 404,
+            Code::ResourceExhausted => 429,
+            Code::Unimplemented => 501,
+            Code::Unavailable => 503,
+            Code::DeadlineExceeded => 504,
+            Code::Unknown => 500,
+        }
+    }
+}
+
+/// etcd's (code, text) for a request error.
+pub fn etcd_status(err: &RequestError) -> (Code, String) {
+    use RequestError::*;
+    let (code, text): (Code, &str) = match err {
+        EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
+        KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
+        ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+        LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+        TooManyOps => (Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+        DuplicateKey => (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
+        RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
+        Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+        FutureRevision => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+        LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        NoLeader => (Code::Unavailable, "etcdserver: no leader"),
+        Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+        TooManyRequests => (Code::ResourceExhausted, "etcdserver: too many requests"),
+        Malformed(msg) => return (Code::InvalidArgument, msg.clone()),
+        NotImplemented(what) => return (Code::Unimplemented, format!("stead: {what} is not implemented yet")),
+        Internal(msg) => return (Code::Unknown, msg.clone()),
+    };
+    (code, text.to_string())
+}

@@ -1,0 +1,244 @@
+//! Boots one member: opens the backend and the WAL, rebuilds the Raft core from
+//! what they hold, starts the actors (each on its own arbiter where it may block or
+//! run long), waits until the member has a leader and has applied its log, then
+//! serves clients. Prints etcd's milestone log lines at etcd's moments, since
+//! scripts and supervisors wait for them.
+//!
+//! Owns start-up order and wiring only; it must never hold state the actors own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::raft::RaftActor;
+use crate::actors::store::{HeaderIds, StoreActor, StorePeers};
+use crate::actors::wal::WalActor;
+use crate::config::Settings;
+use crate::net::gateway;
+use crate::raft::{self, RaftNode, Restored, SnapshotMeta};
+use crate::service::{ClientService, Limits};
+use crate::storage::backend::SledBackend;
+use crate::storage::mvcc::MvccStore;
+use crate::storage::wal::{Wal, WalWriter, WalWriterOptions};
+
+/// Why a member could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("WAL: {0}")]
+    Wal(#[from] crate::storage::wal::WalError),
+    #[error("raft: {0}")]
+    Raft(#[from] crate::raft::RaftError),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("not implemented yet: {0}")]
+    NotImplemented(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server: {0}")]
+    Server(std::io::Error),
+}
+
+/// `stead --version`, in the shape of `etcd --version`.
+pub fn version_text() -> String {
+    format!(
+        "stead Version: {}\netcd API Version: {}\nGit SHA: {}\nRust Version: rustc\nOS/Arch: {}/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::service::ETCD_API_VERSION,
+        option_env!("STEAD_GIT_SHA").unwrap_or("Not provided"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    )
+}
+
+fn create_dir(path: &Path) -> Result<(), NodeError> {
+    std::fs::create_dir_all(path).map_err(|source| NodeError::DataDir { path: path.to_path_buf(), source })
+}
+
+/// Runs the member until it is stopped (SIGINT / SIGTERM).
+pub fn run(settings: Settings) -> Result<(), NodeError> {
+    if settings.initial_cluster.len() > 1 {
+        return Err(NodeError::NotImplemented(format!(
+            "a {}-member initial cluster: replication between members is not implemented yet; \
+             start a single member",
+            settings.initial_cluster.len()
+        )));
+    }
+    let member_id = settings.member_id();
+    let cluster_id = settings.cluster_id();
+    tracing::info!(
+        "etcdserver: starting server... [version: {}, stead {}] name = {}, data dir = {}, member id = {:x}, cluster id = {:x}",
+        crate::service::ETCD_API_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        settings.name,
+        settings.data_dir.display(),
+        member_id,
+        cluster_id
+    );
+
+    let member_dir = settings.data_dir.join("member");
+    let wal_dir = member_dir.join("wal");
+    let db_dir = member_dir.join("db");
+    create_dir(&member_dir)?;
+
+    let backend = SledBackend::open(&db_dir).map_err(|e| NodeError::Backend(e.to_string()))?;
+    let store = MvccStore::open(Arc::new(backend)).map_err(|e| NodeError::Backend(e.to_string()))?;
+    let applied = store.consistent_index();
+
+    let (wal, restored) = open_wal(&wal_dir, cluster_id, member_id, applied)?;
+    let voters: Vec<u64> = settings.initial_cluster.iter().map(|m| m.id).collect();
+    let mut raft_config = raft::Config::new(member_id, voters);
+    raft_config.heartbeat_ticks = 1;
+    raft_config.election_ticks = (settings.election_timeout_ms / settings.heartbeat_interval_ms).max(2) as u32;
+    let boot_millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    raft_config.seed = boot_millis;
+    let node = RaftNode::new(raft_config, restored)?;
+    let writer = WalWriter::spawn(wal, WalWriterOptions::default())?;
+
+    let system = System::new();
+    system.block_on(serve(settings, node, writer, store, cluster_id, member_id, applied, boot_millis))
+}
+
+/// Opens the WAL (or creates it for a new member) and turns what it replays into
+/// the Raft core's restart state.
+fn open_wal(dir: &Path, cluster_id: u64, member_id: u64, applied: u64) -> Result<(Wal, Restored), NodeError> {
+    let has_segments = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "wal")))
+        .unwrap_or(false);
+    if !has_segments {
+        if applied > 0 {
+            return Err(NodeError::Mismatch(format!(
+                "the backend has applied index {applied} but {} holds no WAL: refusing to start with a lost log",
+                dir.display()
+            )));
+        }
+        create_dir(dir)?;
+        let wal = Wal::create(dir, cluster_id, member_id)?;
+        return Ok((wal, Restored::default()));
+    }
+    let (wal, replayed) = Wal::open(dir)?;
+    if replayed.member_id != member_id || replayed.cluster_id != cluster_id {
+        return Err(NodeError::Mismatch(format!(
+            "the data dir belongs to member {:x} of cluster {:x}, not member {:x} of cluster {:x}",
+            replayed.member_id, replayed.cluster_id, member_id, cluster_id
+        )));
+    }
+    if let Some(torn) = &replayed.torn_tail {
+        tracing::warn!("WAL: truncated a torn last record in {} at offset {}: {}", torn.path.display(), torn.offset, torn.reason);
+    }
+    let snapshot = replayed.snapshot.map(|(index, term)| SnapshotMeta { index, term, conf: Default::default() });
+    let last_index = replayed.entries.last().map(|e| e.index).or(replayed.snapshot.map(|s| s.0)).unwrap_or(0);
+    if applied > last_index {
+        return Err(NodeError::Mismatch(format!(
+            "the backend has applied index {applied}, beyond the WAL's last index {last_index}"
+        )));
+    }
+    tracing::info!(
+        "WAL: replayed {} entries (last index {last_index}, commit {}), backend applied through {applied}",
+        replayed.entries.len(),
+        replayed.hard_state.commit
+    );
+    let restored = Restored { hard_state: replayed.hard_state, snapshot, entries: replayed.entries, applied };
+    Ok((wal, restored))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    settings: Settings,
+    node: RaftNode,
+    writer: WalWriter,
+    store: MvccStore,
+    cluster_id: u64,
+    member_id: u64,
+    applied: u64,
+    boot_millis: u64,
+) -> Result<(), NodeError> {
+    // Bind first: a port in use is a start-up error, not a later surprise.
+    let listeners = settings
+        .listen_client
+        .iter()
+        .map(|addr| std::net::TcpListener::bind(addr).map_err(|source| NodeError::Listen { addr: *addr, source }))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let raft_arbiter = Arbiter::new();
+    let store_arbiter = Arbiter::new().handle();
+    let wal_arbiter = Arbiter::new().handle();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (store_tx, store_rx) = tokio::sync::oneshot::channel();
+    let tick = Duration::from_millis(settings.heartbeat_interval_ms);
+    let (max_request_bytes, snapshot_count) = (settings.max_request_bytes, settings.snapshot_count);
+    // The Raft actor is created first, on its own arbiter, so the WAL and store
+    // actors can be given its address; they in turn are given to it.
+    let raft_addr = RaftActor::start_in_arbiter(&raft_arbiter.handle(), move |ctx| {
+        let raft_addr = ctx.address();
+        let wal_recipient = raft_addr.clone().recipient();
+        let wal_addr = WalActor::start_in_arbiter(&wal_arbiter, move |_| WalActor::new(writer, wal_recipient));
+        let peers = StorePeers { applied: raft_addr.clone().recipient(), durable: raft_addr.recipient() };
+        let ids = HeaderIds { cluster_id, member_id };
+        let store_addr =
+            StoreActor::start_in_arbiter(&store_arbiter, move |_| StoreActor::new(store, ids, snapshot_count, peers));
+        let _ = store_tx.send(store_addr.clone());
+        RaftActor::new(
+            node,
+            cluster_id,
+            member_id,
+            wal_addr,
+            store_addr,
+            tick,
+            max_request_bytes,
+            boot_millis,
+            applied,
+            ready_tx,
+        )
+    });
+    let store_addr = store_rx
+        .await
+        .map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
+
+    // As etcd: serve clients once this member is part of a cluster with a leader
+    // and has caught up with its log.
+    if ready_rx.await.is_err() {
+        return Err(NodeError::Mismatch("the Raft actor stopped before the member was ready".into()));
+    }
+    let client_urls = settings.advertise_client_urls.join(" ");
+    tracing::info!(
+        "etcdserver: published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} cluster-id {:x}",
+        settings.name,
+        client_urls,
+        cluster_id
+    );
+    tracing::info!("etcdserver/membership: set the initial cluster version to 3.4");
+    tracing::info!("etcdserver/api: enabled capabilities for version 3.4");
+
+    let election_timeout = Duration::from_millis(settings.election_timeout_ms);
+    let limits = Limits {
+        max_txn_ops: settings.max_txn_ops,
+        max_request_bytes: settings.max_request_bytes,
+        request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+    };
+    let service = ClientService::new(raft_addr, store_addr, limits);
+    let data = web::Data::new(service);
+    let mut server = HttpServer::new(move || App::new().app_data(data.clone()).configure(gateway::configure))
+        .workers(2)
+        .shutdown_timeout(5);
+    let mut bound = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr().map_err(NodeError::Server)?;
+        server = server.listen(listener).map_err(|source| NodeError::Listen { addr, source })?;
+        bound.push(addr);
+    }
+    tracing::info!("embed: ready to serve client requests");
+    for addr in &bound {
+        tracing::info!("embed: serving insecure client requests on {addr}, this is strongly discouraged!");
+    }
+    server.run().await.map_err(NodeError::Server)?;
+    tracing::info!("stopped serving; shutting down");
+    System::current().stop();
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The client API as one implementation behind every encoding: the JSON gateway
+//! (and later gRPC) decode a request, call a method here, and encode its answer.
+//! Owns the request path: validation, proposing writes through Raft, linearizable
+//! reads through ReadIndex, and the bounded wait for each.
+//!
+//! It must never touch the store or the log directly: everything goes to the
+//! actors as messages.
+
+use std::time::Duration;
+
+use actix::Addr;
+use tokio::sync::oneshot;
+
+use crate::actors::raft::{Propose, RaftActor, RaftStatus, ReadIndex};
+use crate::actors::store::{GetStatus, Read, ReadRequest, StoreActor};
+use crate::error::RequestError;
+use crate::kv::apply::Response;
+use crate::kv::validate;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::steadpb::internal_request::Request as Internal;
+
+/// Limits a request must respect (etcd's flags of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+    /// How long a request may wait for Raft and apply (etcd: 5 s + 2 × election
+    /// timeout).
+    pub request_timeout: Duration,
+}
+
+/// What the gateway reports as the server version: the etcd API level stead serves.
+pub const ETCD_API_VERSION: &str = "3.4.23";
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+#[derive(Clone)]
+pub struct ClientService {
+    raft: Addr<RaftActor>,
+    store: Addr<StoreActor>,
+    limits: Limits,
+}
+
+impl ClientService {
+    pub fn new(raft: Addr<RaftActor>, store: Addr<StoreActor>, limits: Limits) -> Self {
+        ClientService { raft, store, limits }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub async fn range(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, RequestError> {
+        validate::check_range(&r)?;
+        let serializable = r.serializable;
+        match self.read(ReadRequest::Range(r), serializable).await? {
+            Response::Range(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, RequestError> {
+        validate::check_put(&r)?;
+        match self.propose(Internal::Put(r)).await? {
+            Response::Put(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range(&self, r: pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, RequestError> {
+        validate::check_delete(&r)?;
+        match self.propose(Internal::DeleteRange(r)).await? {
+            Response::DeleteRange(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, RequestError> {
+        validate::check_txn(&r, self.limits.max_txn_ops)?;
+        let response = if validate::txn_is_read_only(&r) {
+            self.read(ReadRequest::Txn(r), false).await?
+        } else {
+            self.propose(Internal::Txn(r)).await?
+        };
+        match response {
+            Response::Txn(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn compact(&self, r: pb::CompactionRequest) -> Result<pb::CompactionResponse, RequestError> {
+        match self.propose(Internal::Compaction(r)).await? {
+            Response::Compaction(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn status(&self) -> Result<pb::StatusResponse, RequestError> {
+        let raft: RaftStatus = self.raft.send(crate::actors::raft::GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
+        Ok(pb::StatusResponse {
+            header: Some(pb::ResponseHeader {
+                cluster_id: raft.cluster_id,
+                member_id: raft.member_id,
+                revision: store.revision,
+                raft_term: raft.term,
+            }),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: store.db_size_bytes as i64,
+            leader: raft.leader,
+            raft_index: raft.commit_index,
+            raft_term: raft.term,
+            raft_applied_index: store.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: store.db_size_bytes as i64,
+            is_learner: false,
+        })
+    }
+
+    /// True when a linearizable read completes in time: the member has a leader
+    /// and a quorum, and its state machine is keeping up.
+    pub async fn healthy(&self) -> bool {
+        let probe = pb::RangeRequest { key: b"health".to_vec(), ..Default::default() };
+        self.range(probe).await.is_ok()
+    }
+
+    /// Proposes a write and waits for it to be applied (durable on a quorum).
+    async fn propose(&self, request: Internal) -> Result<Response, RequestError> {
+        let (responder, applied) = oneshot::channel();
+        let proposing = self.raft.send(Propose { request, responder });
+        let wait = async {
+            proposing.await.map_err(|_| RequestError::Stopped)??;
+            applied.await.map_err(|_| RequestError::Stopped)?
+        };
+        tokio::time::timeout(self.limits.request_timeout, wait)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+
+    /// A read: linearizable through ReadIndex, or serializable from local state.
+    async fn read(&self, request: ReadRequest, serializable: bool) -> Result<Response, RequestError> {
+        let wait = async {
+            let read_index = if serializable {
+                0
+            } else {
+                let (tx, rx) = oneshot::channel();
+                self.raft.send(ReadIndex { responder: tx }).await.map_err(|_| RequestError::Stopped)?;
+                rx.await.map_err(|_| RequestError::Stopped)??
+            };
+            let (responder, answer) = oneshot::channel();
+            self.store
+                .send(Read { read_index, request, responder })
+                .await
+                .map_err(|_| RequestError::Stopped)?;
+            answer.await.map_err(|_| RequestError::Stopped)?
+        };
+        tokio::time::timeout(self.limits.request_timeout, wait)
+            .await
+            .map_err(|_| RequestError::Timeout)?
+    }
+}
+
+fn unexpected(r: Response) -> RequestError {
+    RequestError::Internal(format!("unexpected response kind: {r:?}"))
+}

@@ -1,0 +1,5 @@
+//! Durable state: the write-ahead log (the source of truth), the MVCC store and
+//! the backend it keeps its data in.
+pub mod backend;
+pub mod mvcc;
+pub mod wal;
