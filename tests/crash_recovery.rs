@@ -72,6 +72,7 @@ fn kill9_during_writes_loses_no_acknowledged_write() {
             all_acked.lock().unwrap().extend(acked);
         }
         assert!(round_acked > 0, "round {round}: no write was acknowledged in {:?}", started.elapsed());
+        eprintln!("round {round}: {round_acked} writes acknowledged before kill -9");
         server.restart();
 
         let acked = all_acked.lock().unwrap().clone();

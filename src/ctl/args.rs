@@ -213,7 +213,6 @@ pub struct CompactionArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub physical: bool,
     /// <revision>
-    #[arg(allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 

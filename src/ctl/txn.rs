@@ -16,6 +16,8 @@ use super::{gofmt, ops, CtlError, EXIT_INVALID_INPUT};
 use crate::proto::etcdserverpb::{compare, request_op, Compare, RequestOp, TxnRequest};
 
 /// Read a whole txn from `input`. `prompt` gets the interactive prompts (`-i`).
+/// Each line is parsed as soon as it is read, so a bad line fails before EOF
+/// is noticed, as in etcdctl.
 pub fn read_txn(input: &mut dyn BufRead, prompt: Option<&mut dyn Write>) -> Result<TxnRequest, CtlError> {
     let mut prompt = prompt;
     let mut say = |s: &str| {
@@ -26,37 +28,33 @@ pub fn read_txn(input: &mut dyn BufRead, prompt: Option<&mut dyn Write>) -> Resu
     };
     let mut req = TxnRequest::default();
     say("compares:");
-    for line in read_section(input)? {
+    while let Some(line) = read_line(input)? {
         req.compare.push(parse_compare(&line)?);
     }
     say("success requests (get, put, del):");
-    for line in read_section(input)? {
+    while let Some(line) = read_line(input)? {
         req.success.push(parse_request(&line)?);
     }
     say("failure requests (get, put, del):");
-    for line in read_section(input)? {
+    while let Some(line) = read_line(input)? {
         req.failure.push(parse_request(&line)?);
     }
     Ok(req)
 }
 
-/// Lines up to the next blank one, trimmed as Go's `strings.TrimSpace`.
-fn read_section(input: &mut dyn BufRead) -> Result<Vec<String>, CtlError> {
-    let mut lines = Vec::new();
-    loop {
-        let mut buf = Vec::new();
-        let n = input
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| CtlError::new(EXIT_INVALID_INPUT, e.to_string()))?;
-        if n == 0 || buf.last() != Some(&b'\n') {
-            return Err(CtlError::new(EXIT_INVALID_INPUT, "EOF"));
-        }
-        let line = String::from_utf8_lossy(&buf).trim().to_string();
-        if line.is_empty() {
-            return Ok(lines);
-        }
-        lines.push(line);
+/// The next line, trimmed as Go's `strings.TrimSpace`; `None` for the blank line
+/// that ends a section. Like `bufio.Reader.ReadString('\n')`, a line without its
+/// newline is an `EOF` error.
+fn read_line(input: &mut dyn BufRead) -> Result<Option<String>, CtlError> {
+    let mut buf = Vec::new();
+    let n = input
+        .read_until(b'\n', &mut buf)
+        .map_err(|e| CtlError::new(EXIT_INVALID_INPUT, e.to_string()))?;
+    if n == 0 || buf.last() != Some(&b'\n') {
+        return Err(CtlError::new(EXIT_INVALID_INPUT, "EOF"));
     }
+    let line = String::from_utf8_lossy(&buf).trim().to_string();
+    Ok(if line.is_empty() { None } else { Some(line) })
 }
 
 /// A minimal `fmt.Sscanf` over `%q) %s %q`, counting conversions as Go does.

@@ -20,6 +20,8 @@ pub struct Server {
     /// Keeps the temp dir alive (and removes it) when the harness owns it.
     _tmp: Option<tempfile::TempDir>,
     pub log: mpsc::Receiver<String>,
+    /// What the server logged up to and including "serving … client requests".
+    pub startup_log: Vec<String>,
 }
 
 impl Server {
@@ -59,11 +61,13 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line.split("serving insecure client requests on ").nth(1) {
-                        let addr = addr.split([',', ' ']).next().unwrap_or_default().to_string();
+                    let addr = line.split("serving insecure client requests on ").nth(1).map(|a| {
+                        a.split([',', ' ']).next().unwrap_or_default().to_string()
+                    });
+                    seen.push(line);
+                    if let Some(addr) = addr {
                         break format!("http://{addr}");
                     }
-                    seen.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
@@ -72,7 +76,15 @@ impl Server {
                 }
             }
         };
-        Server { child: Some(child), data_dir: data_dir.to_path_buf(), endpoint, extra_args, _tmp: None, log: rx }
+        Server {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            endpoint,
+            extra_args,
+            _tmp: None,
+            log: rx,
+            startup_log: seen,
+        }
     }
 
     /// `host:port`, as etcdctl's --endpoints takes it.
