@@ -55,7 +55,19 @@ fn write_loop(endpoint: String, round: usize, stop: Arc<AtomicBool>) -> Vec<std:
 
 #[test]
 fn kill9_during_writes_loses_no_acknowledged_write() {
-    let mut server = Server::start(&[]);
+    crash_rounds(&[]);
+}
+
+/// The same with backend flushes, WAL snapshot markers and Raft log compaction
+/// every 100 applied entries: a restart then replays from the marker, and the
+/// backend's consistent index decides which entries are applied again.
+#[test]
+fn kill9_with_frequent_snapshots_loses_no_acknowledged_write() {
+    crash_rounds(&["--snapshot-count", "100"]);
+}
+
+fn crash_rounds(args: &[&str]) {
+    let mut server = Server::start(args);
     let all_acked: Arc<Mutex<Vec<(String, String, i64)>>> = Arc::default();
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));

@@ -77,7 +77,7 @@ pub fn apply_entry(batch: &mut ApplyBatch<'_>, index: u64, req: &InternalRequest
     let outcome = match &req.request {
         Some(internal_request::Request::Put(p)) => put(&mut txn, p).map(Response::Put),
         Some(internal_request::Request::DeleteRange(d)) => delete_range(&mut txn, d).map(Response::DeleteRange),
-        Some(internal_request::Request::Txn(t)) => write_txn(&mut txn, t).map(Response::Txn),
+        Some(internal_request::Request::Txn(t)) => txn_in(&mut txn, t).map(Response::Txn),
         Some(internal_request::Request::Compaction(_)) | None => {
             Err(Failure::Request(RequestError::Malformed("empty request in log entry".into())))
         }
@@ -112,6 +112,17 @@ impl From<MvccError> for Failure {
     }
 }
 
+/// On the read path a store fault fails the one read (a write path fault stops the
+/// member instead, see `ApplyFault`).
+impl From<Failure> for RequestError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Request(e) => e,
+            Failure::Store(e) => RequestError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<RequestError> for Failure {
     fn from(e: RequestError) -> Self {
         Failure::Request(e)
@@ -123,18 +134,6 @@ trait ReadView {
     fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError>;
     fn view_revision(&self) -> i64;
     fn compacted_revision(&self) -> i64;
-}
-
-impl ReadView for MvccStore {
-    fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError> {
-        self.range(key, end, rev, limit)
-    }
-    fn view_revision(&self) -> i64 {
-        self.current_revision()
-    }
-    fn compacted_revision(&self) -> i64 {
-        self.compact_revision()
-    }
 }
 
 impl ReadView for WriteTxn<'_> {
@@ -163,10 +162,7 @@ fn to_pb(kv: KeyValue) -> mvccpb::KeyValue {
 /// Serves a range from the store's current state (serializable once the caller has
 /// waited for the read index).
 pub fn range(store: &MvccStore, r: &pb::RangeRequest) -> Result<pb::RangeResponse, RequestError> {
-    range_in(store, r).map_err(|f| match f {
-        Failure::Request(e) => e,
-        Failure::Store(e) => RequestError::Internal(e.to_string()),
-    })
+    Ok(range_in(&ReadOnly(store), r)?)
 }
 
 /// etcd's Range: filters and sorting fetch everything, then cut to `limit`; `more`
@@ -360,32 +356,62 @@ fn check_txn_ops(view: &dyn ReadView, t: &pb::TxnRequest, path: &[bool], at: &mu
     Ok(())
 }
 
-fn write_txn(txn: &mut WriteTxn<'_>, t: &pb::TxnRequest) -> Result<pb::TxnResponse, Failure> {
-    let mut path = Vec::new();
-    txn_path(&*txn, t, &mut path);
-    check_txn_ops(&*txn, t, &path, &mut 0)?;
-    let mut at = 0;
-    let mut resp = run_txn(txn, t, &path, &mut at)?;
-    resp.header = header(txn.rev());
-    Ok(resp)
+/// Where a txn's ops run: a write txn, or the store itself for a txn that only
+/// reads (validation guarantees no write op reaches it).
+trait TxnOps: ReadView {
+    fn put_op(&mut self, p: &pb::PutRequest) -> Result<pb::PutResponse, Failure>;
+    fn delete_op(&mut self, d: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, Failure>;
+}
+
+impl TxnOps for WriteTxn<'_> {
+    fn put_op(&mut self, p: &pb::PutRequest) -> Result<pb::PutResponse, Failure> {
+        put(self, p)
+    }
+    fn delete_op(&mut self, d: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, Failure> {
+        delete_range(self, d)
+    }
+}
+
+/// The store, seen by a read-only txn.
+struct ReadOnly<'a>(&'a MvccStore);
+
+impl ReadView for ReadOnly<'_> {
+    fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError> {
+        self.0.range(key, end, rev, limit)
+    }
+    fn view_revision(&self) -> i64 {
+        self.0.current_revision()
+    }
+    fn compacted_revision(&self) -> i64 {
+        self.0.compact_revision()
+    }
+}
+
+impl TxnOps for ReadOnly<'_> {
+    fn put_op(&mut self, _: &pb::PutRequest) -> Result<pb::PutResponse, Failure> {
+        Err(RequestError::Internal("write op in a read-only txn".into()).into())
+    }
+    fn delete_op(&mut self, _: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, Failure> {
+        Err(RequestError::Internal("write op in a read-only txn".into()).into())
+    }
 }
 
 /// Runs the chosen branch of a txn. Nested responses carry a header with only the
 /// revision, and a nested txn's own header is empty, as in etcd.
-fn run_txn(txn: &mut WriteTxn<'_>, t: &pb::TxnRequest, path: &[bool], at: &mut usize) -> Result<pb::TxnResponse, Failure> {
+fn run_txn(target: &mut dyn TxnOps, t: &pb::TxnRequest, path: &[bool], at: &mut usize) -> Result<pb::TxnResponse, Failure> {
     let succeeded = path[*at];
     *at += 1;
     let ops = if succeeded { &t.success } else { &t.failure };
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let response = match &op.request {
-            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range_in(&*txn, r)?),
-            Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(put(txn, p)?),
+            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range_in(target, r)?),
+            Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(target.put_op(p)?),
             Some(request_op::Request::RequestDeleteRange(d)) => {
-                response_op::Response::ResponseDeleteRange(delete_range(txn, d)?)
+                response_op::Response::ResponseDeleteRange(target.delete_op(d)?)
             }
             Some(request_op::Request::RequestTxn(nested)) => {
-                let mut r = run_txn(txn, nested, path, at)?;
+                let mut r = run_txn(target, nested, path, at)?;
                 r.header = Some(pb::ResponseHeader::default());
                 response_op::Response::ResponseTxn(r)
             }
@@ -396,38 +422,127 @@ fn run_txn(txn: &mut WriteTxn<'_>, t: &pb::TxnRequest, path: &[bool], at: &mut u
     Ok(pb::TxnResponse { header: None, succeeded, responses })
 }
 
-/// A txn that only reads, served without a log entry.
-pub fn read_txn(store: &MvccStore, t: &pb::TxnRequest) -> Result<pb::TxnResponse, RequestError> {
-    let run = || -> Result<pb::TxnResponse, Failure> {
-        let mut path = Vec::new();
-        txn_path(store, t, &mut path);
-        check_txn_ops(store, t, &path, &mut 0)?;
-        let mut resp = read_only_run(store, t, &path, &mut 0)?;
-        resp.header = header(store.current_revision());
-        Ok(resp)
-    };
-    run().map_err(|f| match f {
-        Failure::Request(e) => e,
-        Failure::Store(e) => RequestError::Internal(e.to_string()),
-    })
+/// Decides the path, checks it, runs it: etcd's Txn, for a write txn and a
+/// read-only one alike.
+fn txn_in(target: &mut dyn TxnOps, t: &pb::TxnRequest) -> Result<pb::TxnResponse, Failure> {
+    let mut path = Vec::new();
+    txn_path(target, t, &mut path);
+    check_txn_ops(target, t, &path, &mut 0)?;
+    let mut resp = run_txn(target, t, &path, &mut 0)?;
+    resp.header = header(target.view_revision());
+    Ok(resp)
 }
 
-fn read_only_run(store: &MvccStore, t: &pb::TxnRequest, path: &[bool], at: &mut usize) -> Result<pb::TxnResponse, Failure> {
-    let succeeded = path[*at];
-    *at += 1;
-    let ops = if succeeded { &t.success } else { &t.failure };
-    let mut responses = Vec::with_capacity(ops.len());
-    for op in ops {
-        let response = match &op.request {
-            Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(range_in(store, r)?),
-            Some(request_op::Request::RequestTxn(nested)) => {
-                let mut r = read_only_run(store, nested, path, at)?;
-                r.header = Some(pb::ResponseHeader::default());
-                response_op::Response::ResponseTxn(r)
-            }
-            _ => return Err(RequestError::Internal("write op in a read-only txn".into()).into()),
-        };
-        responses.push(pb::ResponseOp { response: Some(response) });
+/// A txn that only reads, served without a log entry.
+pub fn read_txn(store: &MvccStore, t: &pb::TxnRequest) -> Result<pb::TxnResponse, RequestError> {
+    Ok(txn_in(&mut ReadOnly(store), t)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::steadpb::RequestHeader;
+    use crate::storage::backend::MemBackend;
+
+    fn store() -> MvccStore {
+        MvccStore::open(MemBackend::new()).expect("open")
     }
-    Ok(pb::TxnResponse { header: None, succeeded, responses })
+
+    fn apply(store: &mut MvccStore, index: u64, request: internal_request::Request) -> Result<Response, RequestError> {
+        let req = InternalRequest { header: Some(RequestHeader { id: index, proposer: 1 }), request: Some(request) };
+        let mut batch = store.apply_batch();
+        let applied = apply_entry(&mut batch, index, &req).expect("no storage fault");
+        batch.finish().expect("write");
+        applied.response
+    }
+
+    fn put_req(k: &str, v: &str) -> pb::PutRequest {
+        pb::PutRequest { key: k.into(), value: v.into(), ..Default::default() }
+    }
+
+    fn op_put(k: &str, v: &str) -> pb::RequestOp {
+        pb::RequestOp { request: Some(request_op::Request::RequestPut(put_req(k, v))) }
+    }
+
+    fn version_is(k: &str, v: i64) -> pb::Compare {
+        pb::Compare {
+            key: k.into(),
+            target: CompareTarget::Version as i32,
+            result: CompareResult::Equal as i32,
+            target_union: Some(TargetUnion::Version(v)),
+            range_end: vec![],
+        }
+    }
+
+    /// etcd's `compareToPath`: a nested txn's compares are decided on the state
+    /// before the outer txn, not after its earlier ops.
+    #[test]
+    fn nested_compares_see_the_state_before_the_txn() {
+        let mut s = store();
+        let nested = pb::TxnRequest { compare: vec![version_is("a", 0)], success: vec![op_put("b", "then")], failure: vec![op_put("b", "else")] };
+        let outer = pb::TxnRequest {
+            compare: vec![],
+            success: vec![op_put("a", "1"), pb::RequestOp { request: Some(request_op::Request::RequestTxn(nested)) }],
+            failure: vec![],
+        };
+        apply(&mut s, 1, internal_request::Request::Txn(outer)).expect("txn");
+        let b = s.range(b"b", b"", 0, 0).unwrap();
+        assert_eq!(b.kvs[0].value, b"then".to_vec());
+        // Both puts share one revision (one txn), with sub-revisions 0 and 1.
+        let a = s.range(b"a", b"", 0, 0).unwrap();
+        assert_eq!(a.kvs[0].mod_revision, b.kvs[0].mod_revision);
+    }
+
+    /// A refused request changes nothing, yet its index is consumed so a replay
+    /// never applies it again.
+    #[test]
+    fn a_refused_request_changes_nothing_but_consumes_its_index() {
+        let mut s = store();
+        apply(&mut s, 1, internal_request::Request::Put(put_req("k", "v"))).expect("put");
+        let rev = s.current_revision();
+        let bad = pb::TxnRequest {
+            compare: vec![],
+            success: vec![
+                op_put("x", "1"),
+                pb::RequestOp {
+                    request: Some(request_op::Request::RequestPut(pb::PutRequest {
+                        key: b"missing".to_vec(),
+                        ignore_value: true,
+                        ..Default::default()
+                    })),
+                },
+            ],
+            failure: vec![],
+        };
+        assert_eq!(apply(&mut s, 2, internal_request::Request::Txn(bad)), Err(RequestError::KeyNotFound));
+        assert_eq!(s.current_revision(), rev);
+        assert!(s.range(b"x", b"", 0, 0).unwrap().kvs.is_empty(), "no op of a refused txn ran");
+        assert_eq!(s.consistent_index(), 2);
+        let compact = pb::CompactionRequest { revision: rev + 5, physical: false };
+        assert_eq!(apply(&mut s, 3, internal_request::Request::Compaction(compact)), Err(RequestError::FutureRevision));
+        assert_eq!(s.consistent_index(), 3);
+    }
+
+    /// etcd's Range: with a sort, everything is fetched, sorted, then cut to the
+    /// limit; `count` is all keys in the range.
+    #[test]
+    fn sort_happens_before_limit() {
+        let mut s = store();
+        for (i, (k, v)) in [("a", "2"), ("b", "3"), ("c", "1")].into_iter().enumerate() {
+            apply(&mut s, i as u64 + 1, internal_request::Request::Put(put_req(k, v))).expect("put");
+        }
+        let r = pb::RangeRequest {
+            key: b"a".to_vec(),
+            range_end: vec![0],
+            limit: 1,
+            sort_order: SortOrder::Descend as i32,
+            sort_target: SortTarget::Value as i32,
+            ..Default::default()
+        };
+        let resp = range(&s, &r).unwrap();
+        assert_eq!(resp.kvs.len(), 1);
+        assert_eq!(resp.kvs[0].key, b"b".to_vec());
+        assert!(resp.more);
+        assert_eq!(resp.count, 3);
+    }
 }
