@@ -4,6 +4,8 @@
 #   scripts/compare-etcdctl.sh                       # starts two throwaway etcds (steadctl vs etcdctl)
 #   scripts/compare-etcdctl.sh --stead STEAD_EP      # throwaway etcd for etcdctl, STEAD_EP for steadctl
 #   scripts/compare-etcdctl.sh ETCD_EP STEAD_EP      # both given (may be the same endpoint)
+#   scripts/compare-etcdctl.sh --stead-bin [PATH]    # throwaway etcd + throwaway stead server
+#                                                    # (PATH defaults to target/debug/stead)
 #
 # The same command list runs with `etcdctl --endpoints=ETCD_EP` and with
 # `steadctl --endpoints=STEAD_EP`; stdout, stderr and exit code of every command
@@ -21,54 +23,68 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ETCDCTL=${ETCDCTL:-etcdctl}
 STEADCTL=${STEADCTL:-$ROOT/target/debug/steadctl}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcdctl.XXXXXX")
-STARTED_PIDS=()
+# Servers are started inside $(…) subshells, so their pids go to a file.
+PIDS="$WORK/started.pids"
 
 cleanup() {
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    done
+    local pid
+    if [[ -f "$PIDS" ]]; then
+        while read -r pid; do
+            kill "$pid" 2>/dev/null
+        done <"$PIDS"
+        sleep 0.2
+        while read -r pid; do
+            kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+        done <"$PIDS"
+    fi
     if [[ "${KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "outputs kept in $WORK" >&2; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
         echo $((20000 + RANDOM % 20000))
 }
 
-# Start a single-member etcd on ephemeral loopback ports; prints its client endpoint.
+# Start a single-member etcd (or stead, which takes etcd's flags) on ephemeral
+# loopback ports; prints its client endpoint.
 start_etcd() {
-    local name=$1 cport pport dir
+    local name=$1 bin=${2:-etcd} cport pport dir
     cport=$(free_port); pport=$(free_port)
-    dir="$WORK/$name.etcd"
-    etcd --name "$name" --data-dir "$dir" \
+    dir="$WORK/$name.data"
+    "$bin" --name "$name" --data-dir "$dir" \
         --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
         --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
         --initial-cluster "$name=http://127.0.0.1:$pport" >"$WORK/$name.log" 2>&1 &
-    STARTED_PIDS+=($!)
+    echo $! >>"$PIDS"
     for _ in $(seq 1 100); do
-        if "$ETCDCTL" --endpoints="127.0.0.1:$cport" --command-timeout=1s endpoint health >/dev/null 2>&1; then
+        # Ready when the JSON gateway answers (stead may not speak gRPC yet).
+        if "$STEADCTL" --endpoints="127.0.0.1:$cport" --command-timeout=1s endpoint health >/dev/null 2>&1; then
             echo "127.0.0.1:$cport"; return 0
         fi
         sleep 0.1
     done
-    echo "etcd $name did not start; see $WORK/$name.log" >&2
+    echo "$bin $name did not start; see $WORK/$name.log" >&2
     cat "$WORK/$name.log" >&2
     return 1
 }
 
+if [[ ! -x "$STEADCTL" ]]; then
+    (cd "$ROOT" && cargo build --bin steadctl) || exit 2
+fi
+
 case "${1:-}" in
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     "") ETCD_EP=$(start_etcd etcd-a) || exit 2; STEAD_EP=$(start_etcd etcd-b) || exit 2 ;;
+    --stead-bin) ETCD_EP=$(start_etcd etcd-a) || exit 2
+        STEAD_EP=$(start_etcd stead-b "${2:-$ROOT/target/debug/stead}") || exit 2 ;;
     --stead) [[ -n "${2:-}" ]] || { echo "usage: $0 --stead STEAD_ENDPOINT" >&2; exit 2; }
         ETCD_EP=$(start_etcd etcd-a) || exit 2; STEAD_EP=$2 ;;
     *) [[ -n "${2:-}" ]] || { echo "usage: $0 ETCD_ENDPOINT STEAD_ENDPOINT" >&2; exit 2; }
         ETCD_EP=$1; STEAD_EP=$2 ;;
 esac
 
-if [[ ! -x "$STEADCTL" ]]; then
-    (cd "$ROOT" && cargo build --bin steadctl) || exit 2
-fi
 
 # ---------------------------------------------------------------------------
 # The command list. `c MODE NAME [--stdin TEXT] -- ARGS…` runs one command with

@@ -18,7 +18,7 @@ use crate::actors::store::{HeaderIds, StoreActor, StorePeers};
 use crate::actors::wal::WalActor;
 use crate::config::Settings;
 use crate::net::gateway;
-use crate::raft::{self, RaftNode, Restored, SnapshotMeta};
+use crate::raft::{self, RaftNode, Restored};
 use crate::service::{ClientService, Limits};
 use crate::storage::backend::SledBackend;
 use crate::storage::mvcc::MvccStore;
@@ -132,8 +132,8 @@ fn open_wal(dir: &Path, cluster_id: u64, member_id: u64, applied: u64) -> Result
     if let Some(torn) = &replayed.torn_tail {
         tracing::warn!("WAL: truncated a torn last record in {} at offset {}: {}", torn.path.display(), torn.offset, torn.reason);
     }
-    let snapshot = replayed.snapshot.map(|(index, term)| SnapshotMeta { index, term, conf: Default::default() });
-    let last_index = replayed.entries.last().map(|e| e.index).or(replayed.snapshot.map(|s| s.0)).unwrap_or(0);
+    let last_index =
+        replayed.entries.last().map(|e| e.index).or(replayed.snapshot.as_ref().map(|s| s.index)).unwrap_or(0);
     if applied > last_index {
         return Err(NodeError::Mismatch(format!(
             "the backend has applied index {applied}, beyond the WAL's last index {last_index}"
@@ -144,7 +144,7 @@ fn open_wal(dir: &Path, cluster_id: u64, member_id: u64, applied: u64) -> Result
         replayed.entries.len(),
         replayed.hard_state.commit
     );
-    let restored = Restored { hard_state: replayed.hard_state, snapshot, entries: replayed.entries, applied };
+    let restored = Restored { hard_state: replayed.hard_state, snapshot: replayed.snapshot, entries: replayed.entries, applied };
     Ok((wal, restored))
 }
 

@@ -272,7 +272,7 @@ impl Handler<DurableTo> for RaftActor {
         // needed by followers that lag (the core keeps what it retains) and the
         // WAL may drop whole segments before a snapshot marker there.
         match self.node.compact(msg.index) {
-            Ok(meta) => self.wal.do_send(SaveSnapshot { index: meta.index, term: meta.term }),
+            Ok(meta) => self.wal.do_send(SaveSnapshot { meta }),
             // Already compacted there, or not applied yet: nothing to release now.
             Err(e) => tracing::debug!("no WAL release at {}: {e}", msg.index),
         }

@@ -8,14 +8,14 @@
 
 use actix::prelude::*;
 
-use crate::raft::{Entry, HardState, Message, PersistAck};
+use crate::raft::{Entry, HardState, Message, PersistAck, SnapshotMeta};
 use crate::storage::wal::{WalPersisted, WalWrite, WalWriter};
 
 /// A Ready's durable part, plus what may be sent only once it is durable.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Append {
-    pub snapshot: Option<(u64, u64)>,
+    pub snapshot: Option<SnapshotMeta>,
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
     pub ack: PersistAck,
@@ -23,13 +23,13 @@ pub struct Append {
     pub after_persist: Vec<Message>,
 }
 
-/// The state machine is durable up to `index` (term `term`): record a snapshot
-/// marker there and drop the segments before it.
+/// The state machine is durable up to `meta.index` (term `meta.term`): record a
+/// snapshot marker there, with the membership in force at that index, and drop
+/// the segments before it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SaveSnapshot {
-    pub index: u64,
-    pub term: u64,
+    pub meta: SnapshotMeta,
 }
 
 /// An `Append` is durable.
@@ -88,12 +88,12 @@ impl Handler<Append> for WalActor {
 impl Handler<SaveSnapshot> for WalActor {
     type Result = ();
     fn handle(&mut self, msg: SaveSnapshot, _: &mut Context<Self>) {
-        let index = msg.index;
+        let index = msg.meta.index;
         let write = WalWrite {
-            snapshot: Some((msg.index, msg.term)),
+            snapshot: Some(msg.meta),
             entries: Vec::new(),
             hard_state: None,
-            release_to: Some(msg.index),
+            release_to: Some(index),
             done: Box::new(move |result| {
                 must_succeed(result);
                 tracing::info!("saved snapshot marker at index {index}; released older WAL segments");

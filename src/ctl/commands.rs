@@ -5,9 +5,9 @@
 //! `get -w table` performs the read and only then fails.
 
 use std::ffi::OsString;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
 
@@ -40,7 +40,11 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
         Ok(c) => c,
         Err(e) => return Err(parse_failure(e, &argv)),
     };
-    let g = cli.global;
+    let mut g = cli.global;
+    // pflag appends every --endpoints occurrence; clap's global args keep the last.
+    if let Some(eps) = endpoints_in_argv(&argv) {
+        g.endpoints = eps;
+    }
     match cli.command {
         None => {
             print_out(Cli::command().render_help().to_string().as_bytes());
@@ -65,6 +69,7 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
                 // etcdctl prints the endpoint usage (exit 0) for a missing or unknown subcommand.
                 _ => {
                     let mut cmd = Cli::command();
+                    cmd.build();
                     let help = cmd
                         .find_subcommand_mut("endpoint")
                         .map(|c| c.render_help().to_string())
@@ -80,6 +85,27 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
         }
         Some(Command::Other(words)) => Err(unknown_command(words.first().map(String::as_str).unwrap_or(""))),
     }
+}
+
+/// All `--endpoints` values in command-line order (comma-separated lists
+/// concatenated, as pflag's string slice does), or `None` when the flag is absent.
+fn endpoints_in_argv(argv: &[OsString]) -> Option<Vec<String>> {
+    let mut found: Option<Vec<String>> = None;
+    let mut words = argv.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(w) = words.next() {
+        if w == "--" {
+            break;
+        }
+        let value = if w == "--endpoints" {
+            words.next()
+        } else {
+            w.strip_prefix("--endpoints=")
+        };
+        if let Some(v) = value {
+            found.get_or_insert_with(Vec::new).extend(v.split(',').map(str::to_string));
+        }
+    }
+    found
 }
 
 fn resolves_to(words: &[String], full: &str) -> bool {
@@ -165,6 +191,7 @@ fn parse_failure(e: clap::Error, argv: &[OsString]) -> CtlError {
     // The usage cobra prints on stdout is that of the (sub)command being parsed.
     let usage = {
         let mut cmd = Cli::command();
+        cmd.build();
         let sub = argv.iter().skip(1).filter_map(|a| a.to_str()).find(|a| STEADCTL_COMMANDS.contains(a));
         match sub.and_then(|s| cmd.find_subcommand_mut(s)) {
             Some(c) => c.render_help().to_string(),
@@ -414,23 +441,19 @@ fn emit_with_err(
     r
 }
 
-/// Only for the unit tests of the dispatch helpers.
-#[allow(dead_code)]
-fn read_all(r: &mut dyn Read) -> Vec<u8> {
-    let mut v = Vec::new();
-    let _ = r.read_to_end(&mut v);
-    v
-}
-
-#[allow(dead_code)]
-const _: Duration = Duration::ZERO;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn repeated_endpoints_accumulate_like_pflag() {
+        let a = os(&["steadctl", "--endpoints=a:1", "get", "k", "--endpoints", "b:2,c:3"]);
+        assert_eq!(endpoints_in_argv(&a), Some(vec!["a:1".into(), "b:2".into(), "c:3".into()]));
+        assert_eq!(endpoints_in_argv(&os(&["steadctl", "get", "--", "--endpoints=x"])), None);
     }
 
     #[test]

@@ -125,7 +125,10 @@ mod tests {
             ConfChange::AddLearner(u64::MAX),
             ConfChange::PromoteLearner(1),
             ConfChange::Remove(2),
-            ConfChange::Bootstrap(ConfState { voters: vec![1, 2, 3], learners: vec![9] }),
+            ConfChange::Bootstrap(ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![9],
+            }),
             ConfChange::Bootstrap(ConfState::default()),
         ];
         for cc in all {

@@ -128,25 +128,35 @@ impl RaftLog {
 
     /// The leader's own append: `e.index` must be `last_index + 1`.
     pub(super) fn append_local(&mut self, e: Entry) {
-        assert_eq!(e.index, self.last_index() + 1, "raft log: non-contiguous local append");
-        assert!(e.term >= self.last_term(), "raft log: term went backwards in local append");
+        assert_eq!(
+            e.index,
+            self.last_index() + 1,
+            "raft log: non-contiguous local append"
+        );
+        assert!(
+            e.term >= self.last_term(),
+            "raft log: term went backwards in local append"
+        );
         self.entries.push(e);
     }
 
     /// Figure 2 AppendEntries receiver rules 2–4.
-    pub(super) fn maybe_append(&mut self, prev_index: u64, prev_term: u64, ents: &[Entry]) -> AppendOutcome {
+    pub(super) fn maybe_append(
+        &mut self,
+        prev_index: u64,
+        prev_term: u64,
+        ents: &[Entry],
+    ) -> AppendOutcome {
         if self.term(prev_index) != Some(prev_term) {
             return AppendOutcome::Mismatch;
         }
         // The entries must be contiguous after prev_index with non-decreasing terms;
         // anything else is a malformed message.
-        let mut expect = prev_index + 1;
         let mut last_term = prev_term;
-        for e in ents {
+        for (expect, e) in (prev_index + 1..).zip(ents) {
             if e.index != expect || e.term < last_term {
                 return AppendOutcome::Invalid;
             }
-            expect += 1;
             last_term = e.term;
         }
         let last_new = prev_index + ents.len() as u64;
@@ -177,9 +187,16 @@ impl RaftLog {
 
     /// Drop entries `from..`; they were never committed.
     fn truncate_from(&mut self, from: u64) {
-        assert!(from > self.committed, "raft log: truncating committed entry {from}");
-        assert!(from > self.snapshot_index, "raft log: truncating below snapshot");
-        self.entries.truncate((from - self.snapshot_index - 1) as usize);
+        assert!(
+            from > self.committed,
+            "raft log: truncating committed entry {from}"
+        );
+        assert!(
+            from > self.snapshot_index,
+            "raft log: truncating below snapshot"
+        );
+        self.entries
+            .truncate((from - self.snapshot_index - 1) as usize);
         self.unstable_from = self.unstable_from.min(from);
         self.persisted = self.persisted.min(from - 1);
     }
@@ -201,7 +218,11 @@ impl RaftLog {
     /// changed since (the entry at `i` is gone or has another term), or if `i` was
     /// never handed out.
     pub(super) fn stable_to(&mut self, i: u64, t: u64) {
-        if i < self.unstable_from && i >= self.snapshot_index && self.term(i) == Some(t) && i > self.persisted {
+        if i < self.unstable_from
+            && i >= self.snapshot_index
+            && self.term(i) == Some(t)
+            && i > self.persisted
+        {
             self.persisted = i;
         }
     }
@@ -234,7 +255,12 @@ impl RaftLog {
         if hi <= self.applying {
             return Vec::new();
         }
-        let out: Vec<Entry> = self.range(self.applying + 1, hi).iter().take(max.max(1)).cloned().collect();
+        let out: Vec<Entry> = self
+            .range(self.applying + 1, hi)
+            .iter()
+            .take(max.max(1))
+            .cloned()
+            .collect();
         if let Some(last) = out.last() {
             assert_eq!(out[0].index, self.applying + 1, "raft log: apply gap");
             self.applying = last.index;
@@ -258,7 +284,10 @@ impl RaftLog {
 
     /// Drop entries up to `i` (the caller has a snapshot at `i`).
     pub(super) fn compact_to(&mut self, i: u64, term: u64) {
-        assert!(i > self.snapshot_index && i <= self.applied, "raft log: bad compaction to {i}");
+        assert!(
+            i > self.snapshot_index && i <= self.applied,
+            "raft log: bad compaction to {i}"
+        );
         let n = (i - self.snapshot_index) as usize;
         self.entries.drain(..n);
         self.snapshot_index = i;
@@ -267,7 +296,10 @@ impl RaftLog {
 
     /// Replace the whole log by a snapshot from the leader.
     pub(super) fn restore(&mut self, meta: &SnapshotMeta) {
-        assert!(meta.index > self.committed, "raft log: restoring an old snapshot");
+        assert!(
+            meta.index > self.committed,
+            "raft log: restoring an old snapshot"
+        );
         self.entries.clear();
         self.snapshot_index = meta.index;
         self.snapshot_term = meta.term;

@@ -21,6 +21,6 @@ pub use progress::ProgressState;
 pub use types::*;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod tests;

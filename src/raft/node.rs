@@ -113,7 +113,9 @@ impl Config {
             return Err(RaftError::InvalidConfig("id must not be 0"));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
-            return Err(RaftError::InvalidConfig("need 0 < heartbeat_ticks < election_ticks"));
+            return Err(RaftError::InvalidConfig(
+                "need 0 < heartbeat_ticks < election_ticks",
+            ));
         }
         if self.max_inflight_appends == 0
             || self.max_entries_per_append == 0
@@ -129,8 +131,13 @@ impl Config {
         if voters.len() != self.voters.len() || learners.len() != self.learners.len() {
             return Err(RaftError::InvalidConfig("duplicate member ids"));
         }
-        if voters.contains(&0) || learners.contains(&0) || voters.intersection(&learners).next().is_some() {
-            return Err(RaftError::InvalidConfig("member ids must be non-zero and voters disjoint from learners"));
+        if voters.contains(&0)
+            || learners.contains(&0)
+            || voters.intersection(&learners).next().is_some()
+        {
+            return Err(RaftError::InvalidConfig(
+                "member ids must be non-zero and voters disjoint from learners",
+            ));
         }
         if self.voters.is_empty() && !self.learners.is_empty() {
             return Err(RaftError::InvalidConfig("learners without voters"));
@@ -289,13 +296,20 @@ pub struct RaftNode {
 impl RaftNode {
     pub fn new(cfg: Config, restored: Restored) -> Result<RaftNode, RaftError> {
         cfg.validate()?;
-        let Restored { hard_state: hs, snapshot, entries, applied } = restored;
+        let Restored {
+            hard_state: hs,
+            snapshot,
+            entries,
+            applied,
+        } = restored;
         let fresh = hs == HardState::default() && snapshot.is_none() && entries.is_empty();
         let snap = snapshot.unwrap_or_default();
-        let entries: Vec<Entry> = entries.into_iter().filter(|e| e.index > snap.index).collect();
-        let mut expect = snap.index + 1;
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| e.index > snap.index)
+            .collect();
         let mut prev_term = snap.term;
-        for e in &entries {
+        for (expect, e) in (snap.index + 1..).zip(&entries) {
             if e.index != expect {
                 return Err(RaftError::InvalidRestore(format!(
                     "entry index {} where {} was expected",
@@ -303,9 +317,11 @@ impl RaftNode {
                 )));
             }
             if e.term < prev_term {
-                return Err(RaftError::InvalidRestore(format!("term decreases at index {}", e.index)));
+                return Err(RaftError::InvalidRestore(format!(
+                    "term decreases at index {}",
+                    e.index
+                )));
             }
-            expect += 1;
             prev_term = e.term;
         }
         let mut log = RaftLog::new(snap.index, snap.term);
@@ -408,13 +424,23 @@ impl RaftNode {
         self.learners.iter().copied().collect()
     }
     pub fn conf_state(&self) -> ConfState {
-        ConfState { voters: self.voters(), learners: self.learners() }
+        ConfState {
+            voters: self.voters(),
+            learners: self.learners(),
+        }
     }
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
     }
     pub fn soft_state(&self) -> SoftState {
-        SoftState { leader: self.leader, role: self.role }
+        SoftState {
+            leader: self.leader,
+            role: self.role,
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -484,7 +510,12 @@ impl RaftNode {
             return Err(RaftError::NoLeader);
         };
         // Batch into the previous forward if it has not been drained yet.
-        if let Some(Message { to, body: MessageBody::Propose { data: batch }, .. }) = self.msgs.last_mut() {
+        if let Some(Message {
+            to,
+            body: MessageBody::Propose { data: batch },
+            ..
+        }) = self.msgs.last_mut()
+        {
             if *to == leader && batch.len() < self.cfg.max_entries_per_append {
                 batch.push(data);
                 return Ok(());
@@ -497,7 +528,9 @@ impl RaftNode {
     /// Propose a membership change (leader only; one at a time).
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader: self.leader });
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.pending_conf_index > self.log.applied {
             return Err(RaftError::ConfChangeInProgress);
@@ -524,7 +557,9 @@ impl RaftNode {
                 return Err(RaftError::InvalidConfChange("cannot remove the last voter"));
             }
             ConfChange::Bootstrap(_) => {
-                return Err(RaftError::InvalidConfChange("bootstrap is written by the core only"));
+                return Err(RaftError::InvalidConfChange(
+                    "bootstrap is written by the core only",
+                ));
             }
             _ => {}
         }
@@ -554,7 +589,9 @@ impl RaftNode {
     /// after an election timeout.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader: self.leader });
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
         }
         if target == self.id || self.lead_transferee == Some(target) {
             return Ok(());
@@ -565,7 +602,11 @@ impl RaftNode {
         self.lead_transferee = Some(target);
         self.election_elapsed = 0;
         let last = self.log.last_index();
-        if self.progress.get(&target).is_some_and(|pr| pr.matched == last) {
+        if self
+            .progress
+            .get(&target)
+            .is_some_and(|pr| pr.matched == last)
+        {
             self.send(target, MessageBody::TimeoutNow);
         } else {
             self.send_append(target, true);
@@ -640,12 +681,22 @@ impl RaftNode {
             return Err(RaftError::Compacted { snapshot_index });
         }
         if index > self.log.applied {
-            return Err(RaftError::NotApplied { index, applied: self.log.applied });
+            return Err(RaftError::NotApplied {
+                index,
+                applied: self.log.applied,
+            });
         }
-        let term = self.log.term(index).expect("raft: applied entry missing from the log");
+        let term = self
+            .log
+            .term(index)
+            .expect("raft: applied entry missing from the log");
         let conf = self.conf_at(index);
         self.log.compact_to(index, term);
-        let keep_from = self.conf_history.iter().rposition(|(i, _)| *i <= index).unwrap_or(0);
+        let keep_from = self
+            .conf_history
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
         self.conf_history.drain(..keep_from);
         Ok(SnapshotMeta { index, term, conf })
     }
@@ -654,7 +705,11 @@ impl RaftNode {
     /// snapshot).
     pub fn snapshot_meta(&self) -> SnapshotMeta {
         let index = self.log.snapshot_index();
-        SnapshotMeta { index, term: self.log.snapshot_term(), conf: self.conf_at(index) }
+        SnapshotMeta {
+            index,
+            term: self.log.snapshot_term(),
+            conf: self.conf_at(index),
+        }
     }
 
     pub fn has_ready(&self) -> bool {
@@ -701,7 +756,11 @@ impl RaftNode {
         {
             let last_index = self.log.unstable_from - 1;
             let last_term = self.log.term(last_index).unwrap_or(0);
-            rd.persist_ack = Some(PersistAck { last_index, last_term, hard_state: self.prev_hs });
+            rd.persist_ack = Some(PersistAck {
+                last_index,
+                last_term,
+                hard_state: self.prev_hs,
+            });
         }
         self.assert_invariants();
         rd
@@ -727,8 +786,13 @@ impl RaftNode {
             match m.body {
                 // A pre-vote (or a grant of one) changes nobody's term (§9.6).
                 MessageBody::Vote { pre: true, .. } => {}
-                MessageBody::VoteResponse { pre: true, reject: false } => {}
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
+                MessageBody::VoteResponse {
+                    pre: true,
+                    reject: false,
+                } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
@@ -742,12 +806,23 @@ impl RaftNode {
                 {
                     self.send(
                         m.from,
-                        MessageBody::AppendResponse { index: 0, reject: false, hint_index: 0, hint_term: 0 },
+                        MessageBody::AppendResponse {
+                            index: 0,
+                            reject: false,
+                            hint_index: 0,
+                            hint_term: 0,
+                        },
                     );
                 }
                 // Tell a pre-candidate it is behind, so it can catch up.
                 MessageBody::Vote { pre: true, .. } => {
-                    self.send(m.from, MessageBody::VoteResponse { pre: true, reject: true });
+                    self.send(
+                        m.from,
+                        MessageBody::VoteResponse {
+                            pre: true,
+                            reject: true,
+                        },
+                    );
                 }
                 _ => {}
             }
@@ -757,7 +832,12 @@ impl RaftNode {
         let from = m.from;
         let msg_term = m.term;
         match m.body {
-            MessageBody::Vote { pre, last_index, last_term, .. } => {
+            MessageBody::Vote {
+                pre,
+                last_index,
+                last_term,
+                ..
+            } => {
                 self.handle_vote(from, msg_term, pre, last_index, last_term);
             }
             MessageBody::VoteResponse { pre, reject } => {
@@ -771,7 +851,12 @@ impl RaftNode {
                     self.check_election();
                 }
             }
-            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
                 if self.role == Role::Leader {
                     return Ok(()); // Cannot happen: one leader per term.
                 }
@@ -794,7 +879,12 @@ impl RaftNode {
                 self.become_follower_of(from);
                 self.handle_snapshot(from, meta);
             }
-            MessageBody::AppendResponse { index, reject, hint_index, hint_term } => {
+            MessageBody::AppendResponse {
+                index,
+                reject,
+                hint_index,
+                hint_term,
+            } => {
                 if self.role == Role::Leader {
                     self.handle_append_response(from, index, reject, hint_index, hint_term);
                 }
@@ -861,7 +951,11 @@ impl RaftNode {
     }
 
     fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
-        assert!(term >= self.term, "raft: term going backwards ({} -> {term})", self.term);
+        assert!(
+            term >= self.term,
+            "raft: term going backwards ({} -> {term})",
+            self.term
+        );
         if term > self.term {
             self.term = term;
             self.vote = 0;
@@ -915,13 +1009,23 @@ impl RaftNode {
     fn request_votes(&mut self, pre: bool, force: bool) {
         let term = if pre { self.term + 1 } else { self.term };
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let voters: Vec<NodeId> = self.voters.iter().copied().filter(|&v| v != self.id).collect();
+        let voters: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != self.id)
+            .collect();
         for v in voters {
             self.msgs.push(Message {
                 from: self.id,
                 to: v,
                 term,
-                body: MessageBody::Vote { pre, last_index, last_term, force },
+                body: MessageBody::Vote {
+                    pre,
+                    last_index,
+                    last_term,
+                    force,
+                },
             });
         }
         if pre {
@@ -943,19 +1047,34 @@ impl RaftNode {
         let lost = rejected > self.voters.len() - q;
         match self.role {
             Role::PreCandidate if granted >= q => self.campaign_real(false),
-            Role::Candidate if granted >= q => self.become_leader(),
+            // Even with a quorum of other votes, wait until our own vote (and so
+            // our term) is durable: a leader that forgot its term in a crash could
+            // lead the same term again and write different entries at the same
+            // (index, term) — found by the simulation.
+            Role::Candidate if granted >= q && self.votes.get(&self.id) == Some(&true) => {
+                self.become_leader()
+            }
             Role::PreCandidate | Role::Candidate if lost => self.become_follower(self.term, None),
             _ => {}
         }
     }
 
     fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "raft: only a candidate becomes leader");
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "raft: only a candidate becomes leader"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.reset();
         let next = self.log.last_index() + 1;
-        let members: Vec<NodeId> = self.voters.iter().chain(self.learners.iter()).copied().collect();
+        let members: Vec<NodeId> = self
+            .voters
+            .iter()
+            .chain(self.learners.iter())
+            .copied()
+            .collect();
         for id in members {
             let mut pr = Progress::new(next, self.cfg.max_inflight_appends);
             pr.recent_active = true;
@@ -1018,7 +1137,12 @@ impl RaftNode {
 
     fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) {
         let index = self.log.last_index() + 1;
-        self.log.append_local(Entry { term: self.term, index, kind, data });
+        self.log.append_local(Entry {
+            term: self.term,
+            index,
+            kind,
+            data,
+        });
         self.pending_bcast = true;
     }
 
@@ -1094,17 +1218,19 @@ impl RaftNode {
             ConfChange::AddLearner(id) if id != 0 && !self.voters.contains(&id) => {
                 self.learners.insert(id);
             }
-            ConfChange::Remove(id) => {
-                // Never remove the last voter: a cluster without voters is dead.
-                if !(self.voters.len() == 1 && self.voters.contains(&id)) {
-                    self.voters.remove(&id);
-                    self.learners.remove(&id);
-                }
+            // Never remove the last voter: a cluster without voters is dead.
+            ConfChange::Remove(id) if !(self.voters.len() == 1 && self.voters.contains(&id)) => {
+                self.voters.remove(&id);
+                self.learners.remove(&id);
             }
             ConfChange::Bootstrap(cs) => {
                 self.voters = cs.voters.iter().copied().filter(|&v| v != 0).collect();
-                self.learners =
-                    cs.learners.iter().copied().filter(|&v| v != 0 && !self.voters.contains(&v)).collect();
+                self.learners = cs
+                    .learners
+                    .iter()
+                    .copied()
+                    .filter(|&v| v != 0 && !self.voters.contains(&v))
+                    .collect();
             }
             _ => {}
         }
@@ -1129,7 +1255,10 @@ impl RaftNode {
                 pr
             });
         }
-        if self.lead_transferee.is_some_and(|t| !self.voters.contains(&t)) {
+        if self
+            .lead_transferee
+            .is_some_and(|t| !self.voters.contains(&t))
+        {
             self.lead_transferee = None;
         }
         self.pending_bcast = true;
@@ -1138,15 +1267,30 @@ impl RaftNode {
     // ---------------------------------------------------------------- replication
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs.push(Message { from: self.id, to, term: self.term, body });
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
     }
 
     fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs_after_persist.push(Message { from: self.id, to, term: self.term, body });
+        self.msgs_after_persist.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
     }
 
     fn bcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .progress
+            .keys()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect();
         for p in peers {
             self.send_append(p, true);
             // Fill the pipeline (bounded by the in-flight limit).
@@ -1156,10 +1300,20 @@ impl RaftNode {
 
     fn bcast_heartbeat(&mut self, ctx: u64) {
         let commit = self.log.committed;
-        let peers: Vec<(NodeId, u64)> =
-            self.progress.iter().filter(|(&p, _)| p != self.id).map(|(&p, pr)| (p, pr.matched)).collect();
+        let peers: Vec<(NodeId, u64)> = self
+            .progress
+            .iter()
+            .filter(|(&p, _)| p != self.id)
+            .map(|(&p, pr)| (p, pr.matched))
+            .collect();
         for (p, matched) in peers {
-            self.send(p, MessageBody::Heartbeat { commit: commit.min(matched), ctx });
+            self.send(
+                p,
+                MessageBody::Heartbeat {
+                    commit: commit.min(matched),
+                    ctx,
+                },
+            );
         }
     }
 
@@ -1177,13 +1331,28 @@ impl RaftNode {
             self.send_snapshot(to);
             return false;
         };
-        let entries = self.log.slice(pr.next, self.cfg.max_entries_per_append, self.cfg.max_bytes_per_append);
+        let entries = self.log.slice(
+            pr.next,
+            self.cfg.max_entries_per_append,
+            self.cfg.max_bytes_per_append,
+        );
         if entries.is_empty() && !send_if_empty {
             return false;
         }
-        pr.sent(entries.is_empty(), entries.last().map_or(prev_index, |e| e.index));
+        pr.sent(
+            entries.is_empty(),
+            entries.last().map_or(prev_index, |e| e.index),
+        );
         let commit = self.log.committed;
-        self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
+        self.send(
+            to,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
         true
     }
 
@@ -1200,12 +1369,24 @@ impl RaftNode {
         self.send(to, MessageBody::Snapshot { meta });
     }
 
-    fn handle_append(&mut self, from: NodeId, prev_index: u64, prev_term: u64, entries: &[Entry], commit: u64) {
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: u64,
+        prev_term: u64,
+        entries: &[Entry],
+        commit: u64,
+    ) {
         if prev_index < self.log.committed {
             let committed = self.log.committed;
             self.send_after_persist(
                 from,
-                MessageBody::AppendResponse { index: committed, reject: false, hint_index: 0, hint_term: 0 },
+                MessageBody::AppendResponse {
+                    index: committed,
+                    reject: false,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
             );
             return;
         }
@@ -1216,7 +1397,12 @@ impl RaftNode {
                 // leader counts this follower toward commitment).
                 self.send_after_persist(
                     from,
-                    MessageBody::AppendResponse { index: last_new, reject: false, hint_index: 0, hint_term: 0 },
+                    MessageBody::AppendResponse {
+                        index: last_new,
+                        reject: false,
+                        hint_index: 0,
+                        hint_term: 0,
+                    },
                 );
             }
             AppendOutcome::Mismatch => {
@@ -1224,7 +1410,12 @@ impl RaftNode {
                 let (hint_index, hint_term) = self.log.find_conflict_by_term(probe, prev_term);
                 self.send(
                     from,
-                    MessageBody::AppendResponse { index: prev_index, reject: true, hint_index, hint_term },
+                    MessageBody::AppendResponse {
+                        index: prev_index,
+                        reject: true,
+                        hint_index,
+                        hint_term,
+                    },
                 );
             }
             AppendOutcome::Invalid => {}
@@ -1246,11 +1437,23 @@ impl RaftNode {
         let committed = self.log.committed;
         self.send_after_persist(
             from,
-            MessageBody::AppendResponse { index: committed, reject: false, hint_index: 0, hint_term: 0 },
+            MessageBody::AppendResponse {
+                index: committed,
+                reject: false,
+                hint_index: 0,
+                hint_term: 0,
+            },
         );
     }
 
-    fn handle_append_response(&mut self, from: NodeId, index: u64, reject: bool, hint_index: u64, hint_term: u64) {
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        index: u64,
+        reject: bool,
+        hint_index: u64,
+        hint_term: u64,
+    ) {
         let last = self.log.last_index();
         if index > last {
             return; // Cannot be an answer to anything we sent.
@@ -1337,7 +1540,12 @@ impl RaftNode {
             self.bcast_heartbeat(self.read_round);
         }
         let index = self.log.committed;
-        self.pending_reads.push_back(PendingRead { ctx, from, index, round: self.read_round });
+        self.pending_reads.push_back(PendingRead {
+            ctx,
+            from,
+            index,
+            round: self.read_round,
+        });
         self.release_reads();
         Ok(())
     }
@@ -1361,17 +1569,39 @@ impl RaftNode {
             .collect();
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         let confirmed = rounds.get(self.quorum() - 1).copied().unwrap_or(0);
-        while self.pending_reads.front().is_some_and(|r| r.round <= confirmed) {
-            let Some(r) = self.pending_reads.pop_front() else { break };
+        while self
+            .pending_reads
+            .front()
+            .is_some_and(|r| r.round <= confirmed)
+        {
+            let Some(r) = self.pending_reads.pop_front() else {
+                break;
+            };
             if r.from == self.id {
-                self.read_states.push(ReadState { ctx: r.ctx, index: r.index });
+                self.read_states.push(ReadState {
+                    ctx: r.ctx,
+                    index: r.index,
+                });
             } else {
-                self.send(r.from, MessageBody::ReadIndexResponse { ctx: r.ctx, index: r.index });
+                self.send(
+                    r.from,
+                    MessageBody::ReadIndexResponse {
+                        ctx: r.ctx,
+                        index: r.index,
+                    },
+                );
             }
         }
     }
 
-    fn handle_vote(&mut self, from: NodeId, msg_term: u64, pre: bool, last_index: u64, last_term: u64) {
+    fn handle_vote(
+        &mut self,
+        from: NodeId,
+        msg_term: u64,
+        pre: bool,
+        last_index: u64,
+        last_term: u64,
+    ) {
         // §5.2: one vote per term (first come first served); a pre-vote for a
         // future term binds nothing.
         let can_vote = self.vote == from
@@ -1380,7 +1610,12 @@ impl RaftNode {
         // §5.4.1: only for a candidate whose log is at least as up-to-date.
         if can_vote && self.log.is_up_to_date(last_index, last_term) {
             let body = MessageBody::VoteResponse { pre, reject: false };
-            let reply = Message { from: self.id, to: from, term: msg_term, body };
+            let reply = Message {
+                from: self.id,
+                to: from,
+                term: msg_term,
+                body,
+            };
             if pre {
                 self.msgs.push(reply);
             } else {
@@ -1405,8 +1640,16 @@ impl RaftNode {
             l.committed,
             l.snapshot_index(),
         );
-        assert!(l.committed <= l.last_index(), "raft: committed {} > last {}", l.committed, l.last_index());
-        assert!(self.role != Role::Leader || self.leader == Some(self.id), "raft: leader without lead");
+        assert!(
+            l.committed <= l.last_index(),
+            "raft: committed {} > last {}",
+            l.committed,
+            l.last_index()
+        );
+        assert!(
+            self.role != Role::Leader || self.leader == Some(self.id),
+            "raft: leader without lead"
+        );
     }
 
     // ---------------------------------------------------------------- test access
@@ -1414,11 +1657,6 @@ impl RaftNode {
     #[cfg(test)]
     pub(super) fn log_entries(&self) -> &[Entry] {
         self.log.all_entries()
-    }
-
-    #[cfg(test)]
-    pub(super) fn log_term(&self, i: u64) -> Option<u64> {
-        self.log.term(i)
     }
 
     #[cfg(test)]

@@ -91,8 +91,13 @@ struct SimNode {
 enum Event {
     Tick,
     Deliver(Message, Option<Sm>),
-    WriteDone { node: NodeId, incarnation: u64 },
+    WriteDone {
+        node: NodeId,
+        incarnation: u64,
+    },
     Restart(NodeId),
+    /// Crash a member if it is still in the given incarnation.
+    Crash(NodeId, u64),
     HealPartition,
 }
 
@@ -127,6 +132,7 @@ struct Sim {
     drop_pct: u64,
     dup_pct: u64,
     delay_max: u64,
+    disk_max: u64,
     faults: bool,
     // invariant state
     leaders: BTreeMap<u64, NodeId>,
@@ -149,6 +155,7 @@ impl Sim {
         let drop_pct = rng.range(0, 20);
         let dup_pct = rng.range(0, 6);
         let delay_max = rng.range(2, 40);
+        let disk_max = rng.range(2, 60);
         let mut sim = Sim {
             sc,
             seed,
@@ -161,6 +168,7 @@ impl Sim {
             drop_pct,
             dup_pct,
             delay_max,
+            disk_max,
             faults: true,
             leaders: BTreeMap::new(),
             committed: Vec::new(),
@@ -195,7 +203,11 @@ impl Sim {
     }
 
     fn config(&self, id: NodeId, incarnation: u64) -> Config {
-        let voters = if id <= self.sc.initial { (1..=self.sc.initial).collect() } else { Vec::new() };
+        let voters = if id <= self.sc.initial {
+            (1..=self.sc.initial).collect()
+        } else {
+            Vec::new()
+        };
         let mut c = Config::new(id, voters);
         c.election_ticks = ELECTION_TICKS;
         c.heartbeat_ticks = 1;
@@ -216,14 +228,19 @@ impl Sim {
         let n = &self.nodes[&id];
         let cfg = self.config(id, n.incarnation);
         let disk = n.disk.clone();
-        let sm = disk.snapshot.as_ref().map(|(_, sm)| *sm).unwrap_or_default();
+        let sm = disk
+            .snapshot
+            .as_ref()
+            .map(|(_, sm)| *sm)
+            .unwrap_or_default();
         let restored = Restored {
             hard_state: disk.hs,
             snapshot: disk.snapshot.as_ref().map(|(m, _)| m.clone()),
             entries: disk.entries.clone(),
             applied: sm.index,
         };
-        let raft = RaftNode::new(cfg, restored).unwrap_or_else(|e| panic!("restart of {id} failed: {e}"));
+        let raft =
+            RaftNode::new(cfg, restored).unwrap_or_else(|e| panic!("restart of {id} failed: {e}"));
         let n = self.nodes.get_mut(&id).expect("node");
         n.last_commit = raft.commit_index();
         n.last_role = (raft.role(), raft.term());
@@ -233,6 +250,15 @@ impl Sim {
         n.writes.clear();
         n.write_scheduled = false;
         self.check_sm(id);
+    }
+
+    /// Disk latency: this seed's typical range, with an occasional stall.
+    fn disk_delay(&mut self) -> u64 {
+        if self.rng.chance(1, 10) {
+            self.rng.range(self.disk_max, 3 * self.disk_max)
+        } else {
+            self.rng.range(1, self.disk_max)
+        }
     }
 
     fn schedule(&mut self, delay: u64, ev: Event) {
@@ -248,7 +274,11 @@ impl Sim {
     }
 
     fn alive(&self) -> Vec<NodeId> {
-        self.nodes.values().filter(|n| n.raft.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.raft.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -267,7 +297,11 @@ impl Sim {
         if self.faults && self.rng.chance(self.drop_pct, 100) {
             return;
         }
-        let copies = if self.faults && self.rng.chance(self.dup_pct, 100) { 2 } else { 1 };
+        let copies = if self.faults && self.rng.chance(self.dup_pct, 100) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let d = self.rng.range(1, self.delay_max + 1);
             self.schedule(d, Event::Deliver(m.clone(), data));
@@ -279,7 +313,9 @@ impl Sim {
             return;
         }
         let to = m.to;
-        let Some(n) = self.nodes.get_mut(&to) else { return };
+        let Some(n) = self.nodes.get_mut(&to) else {
+            return;
+        };
         let Some(raft) = n.raft.as_mut() else { return };
         if let (MessageBody::Snapshot { meta }, Some(sm)) = (&m.body, data) {
             n.received = Some((meta.clone(), sm));
@@ -303,8 +339,15 @@ impl Sim {
                 let mut data = None;
                 if let MessageBody::Snapshot { meta } = &m.body {
                     let n = &self.nodes[&id];
-                    let (dm, dsm) = n.disk.snapshot.clone().expect("snapshot message without a snapshot on disk");
-                    assert_eq!(&dm, meta, "snapshot message must describe the snapshot on disk");
+                    let (dm, dsm) = n
+                        .disk
+                        .snapshot
+                        .clone()
+                        .expect("snapshot message without a snapshot on disk");
+                    assert_eq!(
+                        &dm, meta,
+                        "snapshot message must describe the snapshot on disk"
+                    );
                     data = Some(dsm);
                     let ok = !self.faults || self.rng.chance(9, 10);
                     let to = m.to;
@@ -321,7 +364,10 @@ impl Sim {
             let n = self.nodes.get_mut(&id).expect("node");
             if rd.persist_ack.is_some() {
                 let snapshot = rd.snapshot.map(|meta| {
-                    let (rm, sm) = n.received.clone().expect("snapshot installed without its data");
+                    let (rm, sm) = n
+                        .received
+                        .clone()
+                        .expect("snapshot installed without its data");
                     assert_eq!(rm, meta, "installed snapshot differs from the received one");
                     (meta, sm)
                 });
@@ -335,8 +381,14 @@ impl Sim {
                 if !n.write_scheduled {
                     n.write_scheduled = true;
                     let inc = n.incarnation;
-                    let d = self.rng.range(1, 20);
-                    self.schedule(d, Event::WriteDone { node: id, incarnation: inc });
+                    let d = self.disk_delay();
+                    self.schedule(
+                        d,
+                        Event::WriteDone {
+                            node: id,
+                            incarnation: inc,
+                        },
+                    );
                 }
             } else {
                 assert!(rd.entries.is_empty() && rd.hard_state.is_none() && rd.snapshot.is_none());
@@ -413,7 +465,11 @@ impl Sim {
             disk.entries.clear();
         }
         if let Some(first) = w.entries.first() {
-            let keep = disk.entries.iter().position(|e| e.index >= first.index).unwrap_or(disk.entries.len());
+            let keep = disk
+                .entries
+                .iter()
+                .position(|e| e.index >= first.index)
+                .unwrap_or(disk.entries.len());
             disk.entries.truncate(keep);
             if let Some(last) = disk.entries.last() {
                 assert_eq!(last.index + 1, first.index, "WAL gap");
@@ -432,7 +488,11 @@ impl Sim {
         }
         // A crash keeps a prefix of the queued writes (each one atomic) and loses
         // the rest; none of their after-persist messages were sent.
-        let keep = self.rng.range(0, n.writes.len() as u64 + 1) as usize;
+        let keep = if self.rng.chance(1, 2) {
+            0
+        } else {
+            self.rng.range(0, n.writes.len() as u64 + 1) as usize
+        };
         let writes: Vec<Write> = n.writes.drain(..).collect();
         for w in writes.iter().take(keep) {
             Self::apply_write(&mut n.disk, w);
@@ -478,7 +538,9 @@ impl Sim {
 
     fn client_ops(&mut self) {
         for _ in 0..self.rng.range(0, 3) {
-            let Some(id) = self.random_alive() else { return };
+            let Some(id) = self.random_alive() else {
+                return;
+            };
             let data = self.next_data.to_le_bytes().to_vec();
             self.next_data += 1;
             if let Some(r) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) {
@@ -487,11 +549,17 @@ impl Sim {
             self.process(id);
         }
         if self.rng.chance(1, 2) {
-            let Some(id) = self.random_alive() else { return };
+            let Some(id) = self.random_alive() else {
+                return;
+            };
             let ctx = self.next_ctx;
             self.next_ctx += 1;
             let min_index = self.max_applied;
-            let r = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()).expect("alive");
+            let r = self
+                .nodes
+                .get_mut(&id)
+                .and_then(|n| n.raft.as_mut())
+                .expect("alive");
             if r.read_index(ctx).is_ok() {
                 self.reads.insert(ctx, ReadCheck { min_index });
             }
@@ -523,7 +591,11 @@ impl Sim {
         if self.rng.chance(1, 150) {
             if let Some(l) = self.leader() {
                 let target = self.rng.range(1, total + 1);
-                let r = self.nodes.get_mut(&l).and_then(|n| n.raft.as_mut()).expect("alive");
+                let r = self
+                    .nodes
+                    .get_mut(&l)
+                    .and_then(|n| n.raft.as_mut())
+                    .expect("alive");
                 if r.transfer_leader(target).is_ok() && target != l {
                     self.stats.transfers += 1;
                 }
@@ -575,7 +647,11 @@ impl Sim {
                 ConfChange::AddVoter(id)
             }
         };
-        let r = self.nodes.get_mut(&l).and_then(|n| n.raft.as_mut()).expect("alive");
+        let r = self
+            .nodes
+            .get_mut(&l)
+            .and_then(|n| n.raft.as_mut())
+            .expect("alive");
         if r.propose_conf_change(cc.clone()).is_ok() {
             self.note(format!("conf change at {l}: {cc:?}"));
         }
@@ -601,7 +677,10 @@ impl Sim {
         }
         match self.applied_chain[i] {
             None => self.applied_chain[i] = Some(sm.hash),
-            Some(h) => assert_eq!(h, sm.hash, "state machine safety: node {id} applied a different history at {i}"),
+            Some(h) => assert_eq!(
+                h, sm.hash,
+                "state machine safety: node {id} applied a different history at {i}"
+            ),
         }
     }
 
@@ -614,24 +693,47 @@ impl Sim {
             // Election safety (§5.2): at most one leader per term, ever.
             if role == Role::Leader {
                 match self.leaders.get(&term) {
-                    Some(&other) => assert_eq!(other, id, "election safety: two leaders in term {term}"),
+                    Some(&other) => {
+                        assert_eq!(other, id, "election safety: two leaders in term {term}")
+                    }
                     None => {
                         self.stats.leaders += 1;
                         self.leaders.insert(term, id);
                     }
                 }
             }
-            assert!(r.applied_index() <= commit && commit <= r.last_index(), "applied ≤ commit ≤ last");
-            assert!(commit >= n.last_commit, "node {id}: commit went backwards {} -> {commit}", n.last_commit);
+            assert!(
+                r.applied_index() <= commit && commit <= r.last_index(),
+                "applied ≤ commit ≤ last"
+            );
+            assert!(
+                commit >= n.last_commit,
+                "node {id}: commit went backwards {} -> {commit}",
+                n.last_commit
+            );
             // Record newly committed entries; two members may never commit
             // different entries at one index.
             let from = n.last_commit + 1;
             let mut newly = Vec::new();
             for i in from.max(r.snapshot_index() + 1)..=commit {
-                let e = r.entry_at(i).expect("committed entry above the snapshot is in the log");
+                let e = r
+                    .entry_at(i)
+                    .expect("committed entry above the snapshot is in the log");
                 newly.push((i, e.term, entry_hash(e)));
             }
             let became_leader = role == Role::Leader && n.last_role != (Role::Leader, term);
+            let became_candidate =
+                role == Role::Candidate && n.last_role != (Role::Candidate, term);
+            let inc = n.incarnation;
+            // Crash members right where durability matters most: just after they
+            // campaigned or won, before or after their writes complete.
+            if self.faults
+                && ((became_leader && self.rng.chance(1, 4))
+                    || (became_candidate && self.rng.chance(1, 8)))
+            {
+                let d = self.rng.range(0, 3 * TICK);
+                self.schedule(d, Event::Crash(id, inc));
+            }
             let n = self.nodes.get_mut(&id).expect("node");
             n.last_commit = commit;
             n.last_role = (role, term);
@@ -643,16 +745,24 @@ impl Sim {
                 match &mut self.committed[iu] {
                     None => self.committed[iu] = Some((t, h, term)),
                     Some((t0, h0, seen)) => {
-                        assert!(*t0 == t && *h0 == h, "node {id} committed a different entry at {i}");
+                        assert!(
+                            *t0 == t && *h0 == h,
+                            "node {id} committed a different entry at {i}"
+                        );
                         *seen = (*seen).min(term);
                     }
                 }
             }
             if became_leader {
+                let r = self.nodes[&id].raft.as_ref().expect("alive");
+                let (last, inc) = (r.last_index(), self.nodes[&id].incarnation);
+                self.note(format!(
+                    "{id} (incarnation {inc}) leads term {term}, last index {last}"
+                ));
                 self.check_leader_completeness(id);
             }
         }
-        if self.events_run % 64 == 0 {
+        if self.events_run.is_multiple_of(64) {
             self.check_log_matching();
         }
     }
@@ -663,7 +773,9 @@ impl Sim {
         let r = self.nodes[&id].raft.as_ref().expect("alive");
         let t = r.term();
         for (i, c) in self.committed.iter().enumerate() {
-            let Some((term, hash, seen)) = c else { continue };
+            let Some((term, hash, seen)) = c else {
+                continue;
+            };
             if *seen >= t || (i as u64) <= r.snapshot_index() {
                 continue;
             }
@@ -690,7 +802,9 @@ impl Sim {
             for b in a + 1..logs.len() {
                 let (ia, la) = logs[a];
                 let (ib, lb) = logs[b];
-                let (Some(fa), Some(fb)) = (la.first(), lb.first()) else { continue };
+                let (Some(fa), Some(fb)) = (la.first(), lb.first()) else {
+                    continue;
+                };
                 let lo = fa.index.max(fb.index);
                 let hi = (fa.index + la.len() as u64).min(fb.index + lb.len() as u64);
                 let mut matched = false;
@@ -727,6 +841,11 @@ impl Sim {
                         self.process(id);
                     }
                 }
+                Event::Crash(id, inc) => {
+                    if self.faults && self.nodes[&id].incarnation == inc {
+                        self.crash(id);
+                    }
+                }
                 Event::HealPartition => {
                     for g in self.group.values_mut() {
                         *g = 0;
@@ -750,7 +869,12 @@ impl Sim {
         for g in self.group.values_mut() {
             *g = 0;
         }
-        let down: Vec<NodeId> = self.nodes.values().filter(|n| n.raft.is_none()).map(|n| n.id).collect();
+        let down: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.raft.is_none())
+            .map(|n| n.id)
+            .collect();
         for id in down {
             self.start(id);
             self.process(id);
@@ -763,7 +887,11 @@ impl Sim {
         let ok = self.run_until(bound, |sim| {
             let Some(l) = sim.leader() else { return false };
             if sim.now >= proposed_at + 3 * u64::from(ELECTION_TICKS) * TICK {
-                let r = sim.nodes.get_mut(&l).and_then(|n| n.raft.as_mut()).expect("alive");
+                let r = sim
+                    .nodes
+                    .get_mut(&l)
+                    .and_then(|n| n.raft.as_mut())
+                    .expect("alive");
                 if r.propose(marker.clone()).is_ok() {
                     proposed_at = sim.now;
                 }
@@ -773,10 +901,18 @@ impl Sim {
             let r = sim.nodes[&l].raft.as_ref().expect("alive");
             let members: Vec<NodeId> = r.voters().into_iter().chain(r.learners()).collect();
             // The marker's index, as the leader's log has it.
-            let Some(idx) = r.log_entries().iter().rev().find(|e| e.data == marker).map(|e| e.index) else {
+            let Some(idx) = r
+                .log_entries()
+                .iter()
+                .rev()
+                .find(|e| e.data == marker)
+                .map(|e| e.index)
+            else {
                 return false;
             };
-            members.iter().all(|m| sim.nodes[m].sm.index >= idx && sim.nodes[m].raft.is_some())
+            members
+                .iter()
+                .all(|m| sim.nodes[m].sm.index >= idx && sim.nodes[m].raft.is_some())
         });
         if !ok {
             for n in self.nodes.values() {
@@ -805,7 +941,11 @@ fn seeds(default_release: u64, default_debug: u64) -> Vec<u64> {
     let n = std::env::var("STEAD_SIM_SEEDS")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) { default_debug } else { default_release });
+        .unwrap_or(if cfg!(debug_assertions) {
+            default_debug
+        } else {
+            default_release
+        });
     (0..n).collect()
 }
 
@@ -840,7 +980,10 @@ fn run_seeds(name: &str, sc: Scenario, release: u64, debug: u64) {
         total.events += sim.events_run;
     }
     eprintln!("{name}: {n} seeds, {total:?}");
-    assert!(total.leaders > 0 && total.applied > 0, "the simulation exercised nothing");
+    assert!(
+        total.leaders > 0 && total.applied > 0,
+        "the simulation exercised nothing"
+    );
 }
 
 #[test]
@@ -853,7 +996,7 @@ fn sim_three_members() {
         check_quorum: true,
         conf_changes: false,
     };
-    run_seeds("sim_three_members", sc, 1000, 60);
+    run_seeds("sim_three_members", sc, 3000, 300);
 }
 
 #[test]
@@ -866,7 +1009,7 @@ fn sim_five_members() {
         check_quorum: true,
         conf_changes: false,
     };
-    run_seeds("sim_five_members", sc, 700, 40);
+    run_seeds("sim_five_members", sc, 2000, 150);
 }
 
 #[test]
@@ -879,7 +1022,7 @@ fn sim_without_prevote_or_check_quorum() {
         check_quorum: false,
         conf_changes: false,
     };
-    run_seeds("sim_without_prevote_or_check_quorum", sc, 700, 40);
+    run_seeds("sim_without_prevote_or_check_quorum", sc, 2000, 200);
 }
 
 #[test]
@@ -892,5 +1035,5 @@ fn sim_membership_changes() {
         check_quorum: true,
         conf_changes: true,
     };
-    run_seeds("sim_membership_changes", sc, 700, 40);
+    run_seeds("sim_membership_changes", sc, 2000, 150);
 }

@@ -49,7 +49,10 @@ impl Cluster {
             let mut c = cfg(id, ids);
             c.seed = id * 7919;
             tweak(&mut c);
-            nodes.insert(id, RaftNode::new(c, Restored::default()).expect("valid config"));
+            nodes.insert(
+                id,
+                RaftNode::new(c, Restored::default()).expect("valid config"),
+            );
         }
         let mut c = Cluster {
             nodes,
@@ -133,24 +136,38 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<NodeId> {
-        self.nodes.values().find(|n| n.role() == Role::Leader).map(|n| n.id())
+        self.nodes
+            .values()
+            .find(|n| n.role() == Role::Leader)
+            .map(|n| n.id())
     }
 
     fn elect(&mut self, id: NodeId) {
         self.n(id).campaign().expect("voter");
         self.settle();
-        assert_eq!(self.nodes[&id].role(), Role::Leader, "node {id} should have won");
+        assert_eq!(
+            self.nodes[&id].role(),
+            Role::Leader,
+            "node {id} should have won"
+        );
     }
 
     fn propose(&mut self, id: NodeId, data: &[u8]) {
-        self.n(id).propose(data.to_vec()).expect("proposal accepted");
+        self.n(id)
+            .propose(data.to_vec())
+            .expect("proposal accepted");
         self.settle();
     }
 
     fn data_applied(&self, id: NodeId) -> Vec<Vec<u8>> {
         self.applied
             .get(&id)
-            .map(|v| v.iter().filter(|e| e.kind == EntryKind::Normal && !e.data.is_empty()).map(|e| e.data.clone()).collect())
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.kind == EntryKind::Normal && !e.data.is_empty())
+                    .map(|e| e.data.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -165,11 +182,27 @@ fn single_member_bootstrap_election_and_noop() {
     let mut n = node(1, &[1]);
     assert_eq!(n.role(), Role::Follower);
     let rd = n.ready();
-    assert_eq!(rd.hard_state, Some(HardState { term: 1, vote: 0, commit: 1 }));
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 1,
+            vote: 0,
+            commit: 1
+        })
+    );
     assert_eq!(rd.entries.len(), 1);
     assert_eq!(rd.entries[0].kind, EntryKind::ConfChange);
-    assert_eq!(ConfChange::decode(&rd.entries[0].data), Some(ConfChange::Bootstrap(ConfState { voters: vec![1], learners: vec![] })));
-    assert!(rd.committed.is_empty(), "nothing is applied before it is durable");
+    assert_eq!(
+        ConfChange::decode(&rd.entries[0].data),
+        Some(ConfChange::Bootstrap(ConfState {
+            voters: vec![1],
+            learners: vec![]
+        }))
+    );
+    assert!(
+        rd.committed.is_empty(),
+        "nothing is applied before it is durable"
+    );
     persist(&mut n, &rd);
     let rd = n.ready();
     assert_eq!(rd.committed.len(), 1);
@@ -179,20 +212,48 @@ fn single_member_bootstrap_election_and_noop() {
     n.campaign().unwrap();
     assert_eq!(n.role(), Role::Candidate, "own vote not durable yet");
     let rd = n.ready();
-    assert_eq!(rd.hard_state, Some(HardState { term: 2, vote: 1, commit: 1 }));
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 2,
+            vote: 1,
+            commit: 1
+        })
+    );
     assert!(rd.messages.is_empty());
     persist(&mut n, &rd);
     assert_eq!(n.role(), Role::Leader);
     assert_eq!(n.term(), 2);
     let rd = n.ready();
-    assert_eq!(rd.soft_state, Some(SoftState { leader: Some(1), role: Role::Leader }));
-    assert_eq!(rd.entries, vec![Entry { term: 2, index: 2, kind: EntryKind::Normal, data: vec![] }]);
-    assert_eq!(n.commit_index(), 1, "the no-op is not committed before it is durable");
+    assert_eq!(
+        rd.soft_state,
+        Some(SoftState {
+            leader: Some(1),
+            role: Role::Leader
+        })
+    );
+    assert_eq!(
+        rd.entries,
+        vec![Entry {
+            term: 2,
+            index: 2,
+            kind: EntryKind::Normal,
+            data: vec![]
+        }]
+    );
+    assert_eq!(
+        n.commit_index(),
+        1,
+        "the no-op is not committed before it is durable"
+    );
     persist(&mut n, &rd);
     assert_eq!(n.commit_index(), 2);
     let rd = n.ready();
     assert_eq!(rd.hard_state.map(|h| h.commit), Some(2));
-    assert_eq!(rd.committed.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        rd.committed.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![2]
+    );
     n.on_applied(2);
     assert_eq!(n.applied_index(), 2);
 }
@@ -207,7 +268,13 @@ fn single_member_propose_commit_after_persist() {
     n.propose(b"a".to_vec()).unwrap();
     n.propose(b"b".to_vec()).unwrap();
     let rd = n.ready();
-    assert_eq!(rd.entries.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        rd.entries
+            .iter()
+            .map(|e| e.data.clone())
+            .collect::<Vec<_>>(),
+        vec![b"a".to_vec(), b"b".to_vec()]
+    );
     assert!(rd.committed.is_empty());
     assert_eq!(n.commit_index(), 2);
     // Persisted only up to the first of the two.
@@ -251,7 +318,10 @@ fn single_member_read_index() {
     assert_eq!(n.role(), Role::Leader);
     n.read_index(7).unwrap();
     let rd = n.ready();
-    assert!(rd.read_states.is_empty(), "no read before the no-op commits");
+    assert!(
+        rd.read_states.is_empty(),
+        "no read before the no-op commits"
+    );
     persist(&mut n, &rd);
     let rd = n.ready();
     assert_eq!(rd.read_states, vec![ReadState { ctx: 7, index: 2 }]);
@@ -265,8 +335,14 @@ fn follower_without_leader_refuses() {
     let mut n = node(1, &[1, 2, 3]);
     assert_eq!(n.propose(b"x".to_vec()), Err(RaftError::NoLeader));
     assert_eq!(n.read_index(1), Err(RaftError::NoLeader));
-    assert_eq!(n.propose_conf_change(ConfChange::AddVoter(4)), Err(RaftError::NotLeader { leader: None }));
-    assert_eq!(n.transfer_leader(2), Err(RaftError::NotLeader { leader: None }));
+    assert_eq!(
+        n.propose_conf_change(ConfChange::AddVoter(4)),
+        Err(RaftError::NotLeader { leader: None })
+    );
+    assert_eq!(
+        n.transfer_leader(2),
+        Err(RaftError::NotLeader { leader: None })
+    );
     let joining = RaftNode::new(cfg(4, &[]), Restored::default()).unwrap();
     assert!(joining.voters().is_empty());
     let mut joining = joining;
@@ -295,12 +371,26 @@ fn restart_from_persisted_state() {
     assert_eq!(r.role(), Role::Follower);
     let rd = r.ready();
     assert!(rd.hard_state.is_none() && rd.entries.is_empty());
-    assert_eq!(rd.committed.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), vec![b"b".to_vec()]);
+    assert_eq!(
+        rd.committed
+            .iter()
+            .map(|e| e.data.clone())
+            .collect::<Vec<_>>(),
+        vec![b"b".to_vec()]
+    );
     // A gap in the replayed log is refused.
     let mut entries = c.nodes[&1].log_entries().to_vec();
     entries.remove(1);
-    let bad = Restored { hard_state: c.nodes[&1].hard_state(), snapshot: None, entries, applied: 0 };
-    assert!(matches!(RaftNode::new(cfg(1, &[1]), bad), Err(RaftError::InvalidRestore(_))));
+    let bad = Restored {
+        hard_state: c.nodes[&1].hard_state(),
+        snapshot: None,
+        entries,
+        applied: 0,
+    };
+    assert!(matches!(
+        RaftNode::new(cfg(1, &[1]), bad),
+        Err(RaftError::InvalidRestore(_))
+    ));
 }
 
 // ------------------------------------------------------------ elections
@@ -340,15 +430,29 @@ fn election_minority_fails_and_prevote_keeps_term() {
 }
 
 fn vote(from: NodeId, to: NodeId, term: u64, last_index: u64, last_term: u64) -> Message {
-    Message { from, to, term, body: MessageBody::Vote { pre: false, last_index, last_term, force: false } }
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Vote {
+            pre: false,
+            last_index,
+            last_term,
+            force: false,
+        },
+    }
 }
 
 fn vote_reply(rd: &Ready) -> Option<(NodeId, bool, bool)> {
     let after = rd.messages_after_persist.iter().map(|m| (m, true));
-    rd.messages.iter().map(|m| (m, false)).chain(after).find_map(|(m, after)| match m.body {
-        MessageBody::VoteResponse { reject, .. } => Some((m.to, reject, after)),
-        _ => None,
-    })
+    rd.messages
+        .iter()
+        .map(|m| (m, false))
+        .chain(after)
+        .find_map(|(m, after)| match m.body {
+            MessageBody::VoteResponse { reject, .. } => Some((m.to, reject, after)),
+            _ => None,
+        })
 }
 
 /// §5.2: at most one vote per term, first come first served; a grant is sent only
@@ -361,14 +465,63 @@ fn one_vote_per_term_and_grant_after_persist() {
     n.step(vote(2, 1, 2, 1, 1)).unwrap();
     let rd = n.ready();
     assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((2, 2)));
-    assert_eq!(vote_reply(&rd), Some((2, false, true)), "grant goes in messages_after_persist");
+    assert_eq!(
+        vote_reply(&rd),
+        Some((2, false, true)),
+        "grant goes in messages_after_persist"
+    );
     persist(&mut n, &rd);
     n.step(vote(3, 1, 2, 1, 1)).unwrap();
     let rd = n.ready();
-    assert_eq!(vote_reply(&rd), Some((3, true, false)), "second candidate of the term rejected");
+    assert_eq!(
+        vote_reply(&rd),
+        Some((3, true, false)),
+        "second candidate of the term rejected"
+    );
     // The same candidate asking again gets the same answer.
     n.step(vote(2, 1, 2, 1, 1)).unwrap();
     assert_eq!(vote_reply(&n.ready()), Some((2, false, true)));
+}
+
+/// Figure 2 (persist before acting): a candidate with a quorum of other votes still
+/// waits for its own vote to be durable before leading, else a crash could let it
+/// lead the same term twice (a bug the simulation found).
+#[test]
+fn candidate_leads_only_after_own_vote_durable() {
+    let mut n = node(1, &[1, 2, 3]);
+    let rd = n.ready();
+    persist(&mut n, &rd);
+    n.campaign().unwrap(); // pre-vote first
+    for from in [2, 3] {
+        n.step(Message {
+            from,
+            to: 1,
+            term: 2,
+            body: MessageBody::VoteResponse {
+                pre: true,
+                reject: false,
+            },
+        })
+        .unwrap();
+    }
+    assert_eq!(n.role(), Role::Candidate);
+    let rd = n.ready();
+    assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((2, 1)));
+    for from in [2, 3] {
+        n.step(Message {
+            from,
+            to: 1,
+            term: 2,
+            body: MessageBody::VoteResponse {
+                pre: false,
+                reject: false,
+            },
+        })
+        .unwrap();
+    }
+    assert_eq!(n.role(), Role::Candidate, "own vote not durable yet");
+    persist(&mut n, &rd);
+    assert_eq!(n.role(), Role::Leader);
 }
 
 /// §5.4.1: a vote is denied to a candidate whose log is less up-to-date (lower last
@@ -443,11 +596,17 @@ fn check_quorum_leader_steps_down() {
 #[test]
 fn election_by_timeout_elects_one_leader() {
     for seed in 0..20 {
-        let mut c = Cluster::with(&[1, 2, 3, 4, 5], |cfg| cfg.seed = cfg.seed.wrapping_add(seed));
+        let mut c = Cluster::with(&[1, 2, 3, 4, 5], |cfg| {
+            cfg.seed = cfg.seed.wrapping_add(seed)
+        });
         c.tick_all(9);
         assert_eq!(c.leader(), None, "no election before election_ticks");
         c.tick_all(60);
-        let leaders = c.nodes.values().filter(|n| n.role() == Role::Leader).count();
+        let leaders = c
+            .nodes
+            .values()
+            .filter(|n| n.role() == Role::Leader)
+            .count();
         assert_eq!(leaders, 1, "seed {seed}");
     }
 }
@@ -479,17 +638,34 @@ fn commit_needs_quorum_of_durable_copies() {
     let l = c.n(1);
     l.propose(b"x".to_vec()).unwrap();
     let rd = l.ready();
-    let apps: Vec<Message> = rd.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).cloned().collect();
+    let apps: Vec<Message> = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Append { .. }))
+        .cloned()
+        .collect();
     assert_eq!(apps.len(), 2);
     // Follower 2 receives it: its ack waits for its persist.
     c.n(2).step(apps[0].clone()).unwrap();
     let frd = c.n(2).ready();
-    assert!(frd.messages.iter().all(|m| !matches!(m.body, MessageBody::AppendResponse { .. })));
-    let ack = frd.messages_after_persist.iter().find(|m| matches!(m.body, MessageBody::AppendResponse { .. })).cloned().unwrap();
+    assert!(frd
+        .messages
+        .iter()
+        .all(|m| !matches!(m.body, MessageBody::AppendResponse { .. })));
+    let ack = frd
+        .messages_after_persist
+        .iter()
+        .find(|m| matches!(m.body, MessageBody::AppendResponse { .. }))
+        .cloned()
+        .unwrap();
     persist(c.n(2), &frd);
     // The leader has not persisted its copy yet: one follower is no quorum of 3.
     c.n(1).step(ack).unwrap();
-    assert_eq!(c.nodes[&1].commit_index(), 2, "the leader counts itself only once durable");
+    assert_eq!(
+        c.nodes[&1].commit_index(),
+        2,
+        "the leader counts itself only once durable"
+    );
     persist(c.n(1), &rd);
     assert_eq!(c.nodes[&1].commit_index(), 3);
     let rd2 = c.n(1).ready();
@@ -517,11 +693,17 @@ fn follower_conflicting_suffix_is_replaced() {
     }
     c.heal();
     c.tick_all(3);
-    let logs: Vec<Vec<(u64, u64)>> =
-        c.nodes.values().map(|n| n.log_entries().iter().map(|e| (e.index, e.term)).collect()).collect();
+    let logs: Vec<Vec<(u64, u64)>> = c
+        .nodes
+        .values()
+        .map(|n| n.log_entries().iter().map(|e| (e.index, e.term)).collect())
+        .collect();
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[1], logs[2]);
-    assert!(c.data_applied(1).iter().all(|d| d.first().is_none_or(|&b| b < 100)));
+    assert!(c
+        .data_applied(1)
+        .iter()
+        .all(|d| d.first().is_none_or(|&b| b < 100)));
     assert_eq!(c.data_applied(1), c.data_applied(new));
 }
 
@@ -550,13 +732,26 @@ fn no_commit_of_old_term_by_counting() {
         from: 1,
         to: 2,
         term: 3,
-        body: MessageBody::AppendResponse { index, reject: false, hint_index: 0, hint_term: 0 },
+        body: MessageBody::AppendResponse {
+            index,
+            reject: false,
+            hint_index: 0,
+            hint_term: 0,
+        },
     };
     c.n(2).step(ack(3)).unwrap();
     c.settle();
-    assert_eq!(c.nodes[&2].commit_index(), 2, "old-term entry not committed by counting");
+    assert_eq!(
+        c.nodes[&2].commit_index(),
+        2,
+        "old-term entry not committed by counting"
+    );
     c.n(2).step(ack(4)).unwrap();
-    assert_eq!(c.nodes[&2].commit_index(), 4, "committed with the current-term entry");
+    assert_eq!(
+        c.nodes[&2].commit_index(),
+        4,
+        "committed with the current-term entry"
+    );
 }
 
 /// Flow control: at most `max_inflight_appends` unacknowledged appends per
@@ -573,7 +768,11 @@ fn inflight_appends_are_bounded() {
         c.n(1).propose(vec![i]).unwrap();
         c.settle();
     }
-    let apps = c.sent.iter().filter(|m| m.from == 1 && matches!(m.body, MessageBody::Append { .. })).count();
+    let apps = c
+        .sent
+        .iter()
+        .filter(|m| m.from == 1 && matches!(m.body, MessageBody::Append { .. }))
+        .count();
     let _ = apps;
     let st = c.nodes[&1].status();
     assert_eq!(st.progress[&2].inflight, 3);
@@ -603,7 +802,9 @@ fn rejection_hint_skips_terms() {
     let rejects = c
         .sent
         .iter()
-        .filter(|m| m.from == 1 && matches!(m.body, MessageBody::AppendResponse { reject: true, .. }))
+        .filter(|m| {
+            m.from == 1 && matches!(m.body, MessageBody::AppendResponse { reject: true, .. })
+        })
         .count();
     assert!(rejects <= 2, "{rejects} rejections");
     assert_eq!(c.nodes[&1].last_index(), c.nodes[&new].last_index());
@@ -621,7 +822,10 @@ fn read_index_on_leader_needs_heartbeat_quorum() {
     c.isolate(1);
     c.n(1).read_index(5).unwrap();
     c.settle();
-    assert!(c.reads.get(&1).is_none_or(|r| r.is_empty()), "no quorum: no read");
+    assert!(
+        c.reads.get(&1).is_none_or(|r| r.is_empty()),
+        "no quorum: no read"
+    );
     c.heal();
     c.tick_all(1); // heartbeat round
     assert_eq!(c.reads[&1], vec![ReadState { ctx: 5, index: 3 }]);
@@ -631,7 +835,11 @@ fn read_index_on_leader_needs_heartbeat_quorum() {
         c.n(1).read_index(ctx).unwrap();
     }
     c.settle();
-    let hbs = c.sent.iter().filter(|m| matches!(m.body, MessageBody::Heartbeat { .. })).count();
+    let hbs = c
+        .sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Heartbeat { .. }))
+        .count();
     assert_eq!(hbs, 2, "one heartbeat per follower for the whole batch");
     assert_eq!(c.reads[&1].len(), 11);
 }
@@ -682,7 +890,11 @@ fn read_index_stale_leader_gets_no_answer() {
     c.n(1).read_index(77).unwrap();
     c.settle();
     assert!(c.reads.get(&1).is_none_or(|r| r.is_empty()));
-    assert_ne!(c.nodes[&1].role(), Role::Leader, "3's answer carried the newer term");
+    assert_ne!(
+        c.nodes[&1].role(),
+        Role::Leader,
+        "3's answer carried the newer term"
+    );
 }
 
 // ------------------------------------------------------------ membership
@@ -697,7 +909,9 @@ fn conf_change_learner_promote_remove() {
     // Member 4 joins empty (no initial voters) and learns everything from the log.
     let joining = RaftNode::new(cfg(4, &[]), Restored::default()).unwrap();
     c.nodes.insert(4, joining);
-    c.n(1).propose_conf_change(ConfChange::AddLearner(4)).unwrap();
+    c.n(1)
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .unwrap();
     assert_eq!(
         c.n(1).propose_conf_change(ConfChange::PromoteLearner(4)),
         Err(RaftError::ConfChangeInProgress),
@@ -711,7 +925,9 @@ fn conf_change_learner_promote_remove() {
     assert_eq!(c.data_applied(4), vec![b"before".to_vec()]);
     // A learner never campaigns.
     assert_eq!(c.n(4).campaign(), Err(RaftError::NotVoter));
-    c.n(1).propose_conf_change(ConfChange::PromoteLearner(4)).unwrap();
+    c.n(1)
+        .propose_conf_change(ConfChange::PromoteLearner(4))
+        .unwrap();
     c.settle();
     assert_eq!(c.nodes[&4].voters(), vec![1, 2, 3, 4]);
     c.n(1).propose_conf_change(ConfChange::Remove(2)).unwrap();
@@ -760,12 +976,18 @@ fn leader_transfer() {
     c.propose(1, b"x");
     c.cut.clear();
     c.n(1).transfer_leader(3).unwrap();
-    assert_eq!(c.n(1).propose(b"y".to_vec()), Err(RaftError::ProposalDropped));
+    assert_eq!(
+        c.n(1).propose(b"y".to_vec()),
+        Err(RaftError::ProposalDropped)
+    );
     c.settle();
     assert_eq!(c.leader(), Some(3));
     assert_eq!(c.nodes[&3].term(), 3);
     assert!(c.sent.iter().any(|m| m.body == MessageBody::TimeoutNow));
-    assert_eq!(c.n(3).transfer_leader(9), Err(RaftError::InvalidTransferTarget(9)));
+    assert_eq!(
+        c.n(3).transfer_leader(9),
+        Err(RaftError::InvalidTransferTarget(9))
+    );
 }
 
 /// A transfer to an unreachable target is abandoned after an election timeout and
@@ -794,14 +1016,37 @@ fn snapshot_sent_to_lagging_follower() {
     for i in 0..10u8 {
         c.propose(1, &[i]);
     }
-    assert_eq!(c.n(1).compact(100), Err(RaftError::NotApplied { index: 100, applied: 12 }));
+    assert_eq!(
+        c.n(1).compact(100),
+        Err(RaftError::NotApplied {
+            index: 100,
+            applied: 12
+        })
+    );
     let meta = c.n(1).compact(10).unwrap();
-    assert_eq!(meta, SnapshotMeta { index: 10, term: 2, conf: ConfState { voters: vec![1, 2, 3], learners: vec![] } });
-    assert_eq!(c.n(1).compact(10), Err(RaftError::Compacted { snapshot_index: 10 }));
+    assert_eq!(
+        meta,
+        SnapshotMeta {
+            index: 10,
+            term: 2,
+            conf: ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![]
+            }
+        }
+    );
+    assert_eq!(
+        c.n(1).compact(10),
+        Err(RaftError::Compacted { snapshot_index: 10 })
+    );
     c.heal();
     // Drive node 3 by hand to see its Ready.
     c.tick_all(1);
-    let snap_msgs = c.sent.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. })).count();
+    let snap_msgs = c
+        .sent
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }))
+        .count();
     assert_eq!(snap_msgs, 1);
     assert_eq!(c.nodes[&3].snapshot_index(), 10);
     c.n(1).report_snapshot(3, true);
@@ -810,7 +1055,14 @@ fn snapshot_sent_to_lagging_follower() {
     assert_eq!(c.nodes[&3].commit_index(), 12);
     // Node 3 applied the snapshot instead of entries 1..=10.
     let applied3: Vec<u64> = c.applied[&3].iter().map(|e| e.index).collect();
-    assert_eq!(applied3.iter().filter(|&&i| i > 10).copied().collect::<Vec<_>>(), vec![11, 12]);
+    assert_eq!(
+        applied3
+            .iter()
+            .filter(|&&i| i > 10)
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![11, 12]
+    );
 }
 
 /// The receiving side: Ready carries the snapshot to persist and load, nothing is
@@ -820,8 +1072,21 @@ fn snapshot_install_ready_contract() {
     let mut n = node(2, &[1, 2, 3]);
     let rd = n.ready();
     persist(&mut n, &rd);
-    let meta = SnapshotMeta { index: 50, term: 4, conf: ConfState { voters: vec![1, 2, 3], learners: vec![5] } };
-    n.step(Message { from: 1, to: 2, term: 4, body: MessageBody::Snapshot { meta: meta.clone() } }).unwrap();
+    let meta = SnapshotMeta {
+        index: 50,
+        term: 4,
+        conf: ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![5],
+        },
+    };
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 4,
+        body: MessageBody::Snapshot { meta: meta.clone() },
+    })
+    .unwrap();
     assert_eq!(n.commit_index(), 50);
     assert_eq!(n.learners(), vec![5]);
     let rd = n.ready();
@@ -829,12 +1094,35 @@ fn snapshot_install_ready_contract() {
     assert!(rd.committed.is_empty());
     let acks: Vec<&Message> = rd.messages_after_persist.iter().collect();
     assert_eq!(acks.len(), 1);
-    assert!(matches!(acks[0].body, MessageBody::AppendResponse { index: 50, reject: false, .. }));
+    assert!(matches!(
+        acks[0].body,
+        MessageBody::AppendResponse {
+            index: 50,
+            reject: false,
+            ..
+        }
+    ));
     persist(&mut n, &rd);
     n.on_applied(50);
     // Entries after the snapshot append normally.
-    let e = Entry { term: 4, index: 51, kind: EntryKind::Normal, data: b"a".to_vec() };
-    n.step(Message { from: 1, to: 2, term: 4, body: MessageBody::Append { prev_index: 50, prev_term: 4, entries: vec![e.clone()], commit: 51 } }).unwrap();
+    let e = Entry {
+        term: 4,
+        index: 51,
+        kind: EntryKind::Normal,
+        data: b"a".to_vec(),
+    };
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 4,
+        body: MessageBody::Append {
+            prev_index: 50,
+            prev_term: 4,
+            entries: vec![e.clone()],
+            commit: 51,
+        },
+    })
+    .unwrap();
     let rd = n.ready();
     assert_eq!(rd.entries, vec![e.clone()]);
     persist(&mut n, &rd);
@@ -842,10 +1130,18 @@ fn snapshot_install_ready_contract() {
     // Restart from the snapshot plus entries.
     let r = RaftNode::new(
         cfg(2, &[1, 2, 3]),
-        Restored { hard_state: n.hard_state(), snapshot: Some(meta), entries: n.log_entries().to_vec(), applied: 50 },
+        Restored {
+            hard_state: n.hard_state(),
+            snapshot: Some(meta),
+            entries: n.log_entries().to_vec(),
+            applied: 50,
+        },
     )
     .unwrap();
-    assert_eq!((r.commit_index(), r.last_index(), r.learners()), (51, 51, vec![5]));
+    assert_eq!(
+        (r.commit_index(), r.last_index(), r.learners()),
+        (51, 51, vec![5])
+    );
 }
 
 // ------------------------------------------------------------ robustness
@@ -858,36 +1154,90 @@ fn garbage_messages_are_harmless() {
     c.elect(1);
     c.propose(1, b"a");
     let bodies = vec![
-        MessageBody::Append { prev_index: u64::MAX, prev_term: 0, entries: vec![], commit: u64::MAX },
+        MessageBody::Append {
+            prev_index: u64::MAX,
+            prev_term: 0,
+            entries: vec![],
+            commit: u64::MAX,
+        },
         MessageBody::Append {
             prev_index: 1,
             prev_term: 1,
-            entries: vec![Entry { term: 1, index: 7, kind: EntryKind::Normal, data: vec![] }],
+            entries: vec![Entry {
+                term: 1,
+                index: 7,
+                kind: EntryKind::Normal,
+                data: vec![],
+            }],
             commit: 9,
         },
         MessageBody::Append {
             prev_index: 0,
             prev_term: 0,
-            entries: vec![Entry { term: 0, index: 1, kind: EntryKind::Normal, data: vec![] }],
+            entries: vec![Entry {
+                term: 0,
+                index: 1,
+                kind: EntryKind::Normal,
+                data: vec![],
+            }],
             commit: 1,
         },
-        MessageBody::AppendResponse { index: u64::MAX, reject: false, hint_index: 0, hint_term: 0 },
-        MessageBody::AppendResponse { index: 2, reject: true, hint_index: u64::MAX, hint_term: u64::MAX },
-        MessageBody::Heartbeat { commit: u64::MAX, ctx: u64::MAX },
+        MessageBody::AppendResponse {
+            index: u64::MAX,
+            reject: false,
+            hint_index: 0,
+            hint_term: 0,
+        },
+        MessageBody::AppendResponse {
+            index: 2,
+            reject: true,
+            hint_index: u64::MAX,
+            hint_term: u64::MAX,
+        },
+        MessageBody::Heartbeat {
+            commit: u64::MAX,
+            ctx: u64::MAX,
+        },
         MessageBody::HeartbeatResponse { ctx: u64::MAX },
-        MessageBody::Snapshot { meta: SnapshotMeta { index: 1, term: 0, conf: ConfState::default() } },
-        MessageBody::ReadIndexResponse { ctx: 1, index: u64::MAX },
-        MessageBody::VoteResponse { pre: false, reject: false },
+        MessageBody::Snapshot {
+            meta: SnapshotMeta {
+                index: 1,
+                term: 0,
+                conf: ConfState::default(),
+            },
+        },
+        MessageBody::ReadIndexResponse {
+            ctx: 1,
+            index: u64::MAX,
+        },
+        MessageBody::VoteResponse {
+            pre: false,
+            reject: false,
+        },
         MessageBody::TimeoutNow,
-        MessageBody::Propose { data: vec![vec![0; 3]] },
+        MessageBody::Propose {
+            data: vec![vec![0; 3]],
+        },
         MessageBody::ReadIndex { ctx: 3 },
     ];
     for to in [1, 2, 3] {
         for from in [0, 1, 2, 3, 99] {
             for term in [0, 1, 2, 3] {
                 for body in &bodies {
-                    let _ = c.n(to).step(Message { from, to, term, body: body.clone() });
-                    c.n(to).step(Message { from, to: 42, term, body: body.clone() }).unwrap();
+                    let _ = c.n(to).step(Message {
+                        from,
+                        to,
+                        term,
+                        body: body.clone(),
+                    });
+                    c.n(to)
+                        .step(Message {
+                            from,
+                            to: 42,
+                            term,
+                            body: body.clone(),
+                        })
+                        .unwrap();
                 }
             }
         }

@@ -119,21 +119,38 @@ pub enum MessageBody {
         last_term: u64,
         force: bool,
     },
-    VoteResponse { pre: bool, reject: bool },
+    VoteResponse {
+        pre: bool,
+        reject: bool,
+    },
     /// Leader → follower. `commit` is min(follower's match, leader's commit);
     /// `ctx` is the leader's latest read round, echoed back to confirm leadership.
-    Heartbeat { commit: u64, ctx: u64 },
-    HeartbeatResponse { ctx: u64 },
+    Heartbeat {
+        commit: u64,
+        ctx: u64,
+    },
+    HeartbeatResponse {
+        ctx: u64,
+    },
     /// Leader → follower: "install the snapshot described by `meta`". The sending
     /// actor attaches the snapshot data; the receiving actor steps this message only
     /// once all of the data is stored locally.
-    Snapshot { meta: SnapshotMeta },
+    Snapshot {
+        meta: SnapshotMeta,
+    },
     /// Leader → transfer target: campaign now, skipping pre-vote and leases.
     TimeoutNow,
     /// Follower → leader: client proposals (normal entries) to append.
-    Propose { data: Vec<Vec<u8>> },
+    Propose {
+        data: Vec<Vec<u8>>,
+    },
     /// Follower → leader: confirm leadership and tell me the read index for `ctx`.
-    ReadIndex { ctx: u64 },
+    ReadIndex {
+        ctx: u64,
+    },
     /// Leader → follower: the answer to `ReadIndex`.
-    ReadIndexResponse { ctx: u64, index: u64 },
+    ReadIndexResponse {
+        ctx: u64,
+        index: u64,
+    },
 }

@@ -4,7 +4,8 @@
 //! these same rules, so what the writer accepted is exactly what replay accepts.
 //! Pure: no I/O, no entry payloads (memory stays small: one run per term change).
 
-use crate::raft::HardState;
+use super::record::CONF_IDS_MAX;
+use crate::raft::{HardState, SnapshotMeta};
 
 /// What a snapshot marker did to the entries before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub(super) struct LogState {
     /// `(first index, term)` runs covering `(base_index, last_index]`, ascending.
     runs: Vec<(u64, u64)>,
     last_index: u64,
-    pub(super) snapshot: Option<(u64, u64)>,
+    /// The newest snapshot marker, with the membership it carries.
+    pub(super) snapshot: Option<SnapshotMeta>,
     pub(super) hard_state: HardState,
 }
 
@@ -84,7 +86,7 @@ impl LogState {
         if index == 0 {
             return Err("entry index 0 (the log starts at 1)".into());
         }
-        if let Some((snap_index, _)) = self.snapshot {
+        if let Some(snap_index) = self.snapshot.as_ref().map(|s| s.index) {
             if index <= snap_index {
                 return Err(format!(
                     "entry {index} is at or below the snapshot index {snap_index}"
@@ -131,20 +133,41 @@ impl LogState {
         Ok(())
     }
 
-    /// Records that the state machine holds everything up to `index` (at `term`).
-    pub(super) fn snapshot(&mut self, index: u64, term: u64) -> Result<SnapshotEffect, String> {
+    /// Records that the state machine holds everything up to `meta.index` (at
+    /// `meta.term`), with the membership `meta.conf` in force there.
+    pub(super) fn snapshot(&mut self, meta: &SnapshotMeta) -> Result<SnapshotEffect, String> {
+        let (index, term) = (meta.index, meta.term);
         if index == 0 {
             return Err("snapshot marker at index 0".into());
         }
-        if let Some((old_index, old_term)) = self.snapshot {
-            if index < old_index {
+        for (what, count) in [
+            ("voters", meta.conf.voters.len()),
+            ("learners", meta.conf.learners.len()),
+        ] {
+            if count > CONF_IDS_MAX {
                 return Err(format!(
-                    "snapshot marker {index} is older than the previous marker {old_index}"
+                    "snapshot marker {index} has {count} {what}, more than the {CONF_IDS_MAX} allowed"
                 ));
             }
-            if index == old_index && term != old_term {
+        }
+        if let Some(old) = &self.snapshot {
+            if index < old.index {
                 return Err(format!(
-                    "snapshot marker {index} has term {term}, but the previous marker at that index has term {old_term}"
+                    "snapshot marker {index} is older than the previous marker {}",
+                    old.index
+                ));
+            }
+            if index == old.index && term != old.term {
+                return Err(format!(
+                    "snapshot marker {index} has term {term}, but the previous marker at that index has term {}",
+                    old.term
+                ));
+            }
+            // The membership at an index is fixed by the log up to it.
+            if index == old.index && meta.conf != old.conf {
+                return Err(format!(
+                    "snapshot marker {index} has membership {:?}, but the previous marker at that index has {:?}",
+                    meta.conf, old.conf
                 ));
             }
         }
@@ -188,7 +211,7 @@ impl LogState {
                 self.last_index = index;
             }
         }
-        self.snapshot = Some((index, term));
+        self.snapshot = Some(meta.clone());
         Ok(effect)
     }
 
@@ -228,6 +251,18 @@ impl LogState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::ConfState;
+
+    fn snap(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term,
+            conf: ConfState {
+                voters: vec![1],
+                learners: vec![],
+            },
+        }
+    }
 
     fn log_of(terms: &[u64]) -> LogState {
         let mut log = LogState::new();
@@ -264,7 +299,7 @@ mod tests {
         assert!(log.append(0, 2).unwrap_err().contains("index 0"));
         assert!(log.append(4, 2).unwrap_err().contains("gap"));
         assert!(log.append(3, 1).unwrap_err().contains("below the term"));
-        log.snapshot(2, 2).unwrap();
+        log.snapshot(&snap(2, 2)).unwrap();
         assert!(log.append(2, 2).unwrap_err().contains("snapshot"));
         assert_eq!(log.last_index(), 2, "a refused append changes nothing");
     }
@@ -272,17 +307,41 @@ mod tests {
     #[test]
     fn snapshot_keeps_a_matching_log_and_clears_a_conflicting_or_shorter_one() {
         let mut log = log_of(&[1, 1, 2, 2]);
-        assert_eq!(log.snapshot(2, 1).unwrap(), SnapshotEffect::KeepAfter);
+        assert_eq!(
+            log.snapshot(&snap(2, 1)).unwrap(),
+            SnapshotEffect::KeepAfter
+        );
         assert_eq!(
             (log.base_index(), log.last_index(), log.term_at(3)),
             (2, 4, Some(2))
         );
-        assert_eq!(log.snapshot(3, 9).unwrap(), SnapshotEffect::Clear);
+        assert_eq!(log.snapshot(&snap(3, 9)).unwrap(), SnapshotEffect::Clear);
         assert_eq!((log.last_index(), log.last_term()), (3, 9));
-        assert_eq!(log.snapshot(10, 9).unwrap(), SnapshotEffect::Clear);
+        assert_eq!(log.snapshot(&snap(10, 9)).unwrap(), SnapshotEffect::Clear);
         assert_eq!(log.last_index(), 10);
-        assert!(log.snapshot(5, 9).unwrap_err().contains("older"));
+        assert!(log.snapshot(&snap(5, 9)).unwrap_err().contains("older"));
         log.append(11, 9).unwrap();
+        assert!(log.snapshot(&snap(10, 8)).unwrap_err().contains("term"));
+        let mut other_conf = snap(10, 9);
+        other_conf.conf.voters.push(2);
+        assert!(log
+            .snapshot(&other_conf)
+            .unwrap_err()
+            .contains("membership"));
+        let mut too_many = snap(11, 9);
+        too_many.conf.learners = vec![0; CONF_IDS_MAX + 1];
+        assert!(log.snapshot(&too_many).unwrap_err().contains("learners"));
+        assert_eq!(
+            log.snapshot,
+            Some(snap(10, 9)),
+            "a refused marker changes nothing"
+        );
+        // Repeating the newest marker (as a segment head does) is fine.
+        assert_eq!(
+            log.snapshot(&snap(10, 9)).unwrap(),
+            SnapshotEffect::KeepAfter
+        );
+        assert_eq!(log.last_index(), 11);
     }
 
     #[test]

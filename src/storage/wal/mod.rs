@@ -39,22 +39,30 @@
 //! type 2 Entry      term u64, index u64, kind u8 (0 Normal, 1 ConfChange),
 //!                   data (the rest)                                  (17 + data)
 //! type 3 HardState  term u64, vote u64, commit u64                   (24 bytes)
-//! type 4 Snapshot   index u64, term u64                              (16 bytes)
+//! type 4 Snapshot   index u64, term u64, voter_count u32, voters u64 × voter_count,
+//!                   learner_count u32, learners u64 × learner_count
+//!                                                  (24 + 8 × (voters + learners))
 //! ```
 //!
+//! A snapshot marker carries the membership in force at its index (as etcd's
+//! `walpb.Snapshot` carries its `conf_state`): once the log before it is released,
+//! nothing else on disk says who the voters are. Each count is at most 65,536 and
+//! must match the payload length exactly.
+//!
 //! Every segment starts with a head: Metadata, the current HardState, and the
-//! newest snapshot marker if any. So any suffix of segments replays on its own,
-//! which is what lets [`Wal::release_to`] delete old segments.
+//! newest snapshot marker (membership included) if any. So any suffix of segments
+//! replays on its own, which is what lets [`Wal::release_to`] delete old segments.
 //!
 //! # Replay rules
 //!
 //! Records are applied in file order with the same rules `append` enforces: an
 //! entry whose index is ≤ the last index replaces every entry from that index on
 //! (Raft's suffix overwrite); an index gap, a term going backwards or an entry at
-//! or below the snapshot is corruption. A snapshot marker `(index, term)` keeps the
+//! or below the snapshot is corruption. A snapshot marker `(index, term, conf)` keeps the
 //! entries after `index` if the log has `term` at `index`, and otherwise discards
 //! the whole log (Raft paper §7). [`Replayed::entries`] are the entries after the
-//! newest marker. A bad record is truncated as torn (with a `warn!`) only at the
+//! newest marker; [`Replayed::snapshot`] is that marker, membership included. Two
+//! markers at the same index must agree on term and membership. A bad record is truncated as torn (with a `warn!`) only at the
 //! very end of the last segment — its frame runs past the end of a short file, or
 //! its CRC fails and only zeros follow; any other bad record stops the open with
 //! [`WalError::Corrupt`] naming the file and byte offset.
@@ -70,6 +78,9 @@
 //!   a torn write and is truncated (with the warning), as etcd does.
 //! - Replay reads one segment into memory at a time (≤ `SEGMENT_BYTES_MAX`) and
 //!   returns every entry after the newest snapshot: release old segments.
+//! - A segment head grows with the membership in its marker: every write is
+//!   checked to fit a fresh segment after the head it would get, so with a tiny
+//!   `segment_bytes` a very large membership is refused rather than written.
 //! - Entries must be above the persisted commit index (Raft never rewrites a
 //!   committed entry); hard state term/commit never decrease, a vote never changes
 //!   within a term, commit never exceeds the last index.
@@ -84,7 +95,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::raft::{Entry, HardState};
+use crate::raft::{Entry, HardState, SnapshotMeta};
 
 use log_state::{LogState, SnapshotEffect};
 use record::{Metadata, Record};
@@ -183,9 +194,9 @@ impl WalOptions {
         Ok(())
     }
 
-    /// The largest record that fits a fresh segment after its head.
-    fn record_bytes_max(&self) -> usize {
-        self.segment_bytes as usize - record::SEGMENT_HEAD_BYTES_MAX
+    /// The largest record that fits a fresh segment after the head `log` gives it.
+    fn record_bytes_max(&self, log: &LogState) -> usize {
+        (self.segment_bytes as usize).saturating_sub(head_bytes(log))
     }
 }
 
@@ -195,8 +206,8 @@ pub struct Replayed {
     pub cluster_id: u64,
     pub member_id: u64,
     pub hard_state: HardState,
-    /// The newest snapshot marker `(index, term)`.
-    pub snapshot: Option<(u64, u64)>,
+    /// The newest snapshot marker, with the membership in force at its index.
+    pub snapshot: Option<SnapshotMeta>,
     /// The log after the newest snapshot marker (all of it if none): contiguous,
     /// starting at snapshot index + 1 (or 1).
     pub entries: Vec<Entry>,
@@ -409,11 +420,12 @@ impl Wal {
                     Record::HardState(hs) => {
                         log.set_hard_state(hs).map_err(|r| corrupt(offset, r))?
                     }
-                    Record::Snapshot { index, term } => {
-                        if log.snapshot != Some((index, term)) {
+                    Record::Snapshot(meta) => {
+                        let index = meta.index;
+                        if log.snapshot.as_ref() != Some(&meta) {
                             snapshot_seq = Some(name.seq);
                         }
-                        match log.snapshot(index, term).map_err(|r| corrupt(offset, r))? {
+                        match log.snapshot(&meta).map_err(|r| corrupt(offset, r))? {
                             SnapshotEffect::Clear => entries.clear(),
                             SnapshotEffect::KeepAfter => {
                                 let drop = entries.iter().take_while(|e| e.index <= index).count();
@@ -435,7 +447,7 @@ impl Wal {
 
         // Entries before the newest snapshot are only ever released, never lost:
         // the known log must start exactly at the snapshot (or at index 1).
-        let expected_base = log.snapshot.map_or(0, |(index, _)| index);
+        let expected_base = log.snapshot.as_ref().map_or(0, |s| s.index);
         if log.base_index() != expected_base {
             return Err(WalError::Corrupt {
                 path: first.path.clone(),
@@ -482,7 +494,7 @@ impl Wal {
             cluster_id,
             member_id,
             hard_state: log.hard_state,
-            snapshot: log.snapshot,
+            snapshot: log.snapshot.clone(),
             entries,
             torn_tail,
         };
@@ -518,10 +530,11 @@ impl Wal {
         self.write(None, entries, hard_state)
     }
 
-    /// Buffers a snapshot marker: the state machine holds everything up to `index`,
-    /// whose entry has `term`. Write the snapshot itself durably first.
-    pub fn save_snapshot_marker(&mut self, index: u64, term: u64) -> Result<(), WalError> {
-        self.write(Some((index, term)), &[], None)
+    /// Buffers a snapshot marker: the state machine holds everything up to
+    /// `meta.index`, whose entry has `meta.term`, and `meta.conf` is the membership
+    /// in force there. Write the snapshot itself durably first.
+    pub fn save_snapshot_marker(&mut self, meta: &SnapshotMeta) -> Result<(), WalError> {
+        self.write(Some(meta), &[], None)
     }
 
     /// Writes what is buffered and fdatasyncs the current segment (a no-op when
@@ -538,7 +551,10 @@ impl Wal {
     pub fn release_to(&mut self, index: u64) -> Result<usize, WalError> {
         self.check_poisoned()?;
         self.sync()?;
-        let (Some((snap_index, _)), Some(snap_seq)) = (self.log.snapshot, self.snapshot_seq) else {
+        let (Some(snap_index), Some(snap_seq)) = (
+            self.log.snapshot.as_ref().map(|s| s.index),
+            self.snapshot_seq,
+        ) else {
             return Ok(0);
         };
         let below = index.min(snap_index.saturating_add(1));
@@ -577,8 +593,9 @@ impl Wal {
         self.log.hard_state
     }
 
-    pub fn snapshot(&self) -> Option<(u64, u64)> {
-        self.log.snapshot
+    /// The newest snapshot marker, with its membership.
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.log.snapshot.as_ref()
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -625,17 +642,38 @@ impl Wal {
 
     fn write(
         &mut self,
-        snapshot: Option<(u64, u64)>,
+        snapshot: Option<&SnapshotMeta>,
         entries: &[Entry],
         hard_state: Option<HardState>,
     ) -> Result<(), WalError> {
         self.check_poisoned()?;
         // Validate the whole call on a copy first, so a refused call changes nothing.
         let mut next = self.log.clone();
-        if let Some((index, term)) = snapshot {
-            next.snapshot(index, term).map_err(invalid)?;
+        if let Some(meta) = snapshot {
+            next.snapshot(meta).map_err(invalid)?;
         }
-        let max = self.options.record_bytes_max();
+        // Every record of this call must fit a fresh segment after the head it
+        // would get there (which carries the marker, if this call writes one).
+        let max = self.options.record_bytes_max(&next);
+        if let Some(meta) = snapshot {
+            let record_bytes = record::snapshot_record_bytes(meta);
+            if record_bytes > max {
+                return Err(invalid(format!(
+                    "a snapshot marker with {} voters and {} learners needs {record_bytes} bytes after a {}-byte segment head; a {}-byte segment has room for {max}",
+                    meta.conf.voters.len(),
+                    meta.conf.learners.len(),
+                    head_bytes(&next),
+                    self.options.segment_bytes
+                )));
+            }
+        }
+        if hard_state.is_some() && record::HARD_STATE_RECORD_BYTES > max {
+            return Err(invalid(format!(
+                "a hard state record does not fit a {}-byte segment after its {}-byte head",
+                self.options.segment_bytes,
+                head_bytes(&next)
+            )));
+        }
         for e in entries {
             let record_bytes = record::entry_record_bytes(e);
             if record_bytes > max {
@@ -666,14 +704,14 @@ impl Wal {
 
     fn write_validated(
         &mut self,
-        snapshot: Option<(u64, u64)>,
+        snapshot: Option<&SnapshotMeta>,
         entries: &[Entry],
         hard_state: Option<HardState>,
     ) -> Result<(), WalError> {
-        if let Some((index, term)) = snapshot {
-            let changed = self.log.snapshot != Some((index, term));
-            self.log.snapshot(index, term).map_err(invalid)?;
-            self.put_record(|buf| record::encode_snapshot(buf, index, term), None)?;
+        if let Some(meta) = snapshot {
+            let changed = self.log.snapshot.as_ref() != Some(meta);
+            self.log.snapshot(meta).map_err(invalid)?;
+            self.put_record(|buf| record::encode_snapshot(buf, meta), None)?;
             if changed {
                 self.snapshot_seq = Some(self.current_seq());
             }
@@ -798,18 +836,28 @@ impl Wal {
     }
 }
 
-/// Metadata, hard state and the newest snapshot marker: enough for the segment to
-/// replay without its predecessors. Returns the number of records written.
+/// Metadata, hard state and the newest snapshot marker (membership included):
+/// enough for the segment to replay without its predecessors. Returns the number
+/// of records written.
 fn encode_head(buf: &mut Vec<u8>, meta: &Metadata, log: &LogState) -> u64 {
     record::encode_metadata(buf, meta);
     record::encode_hard_state(buf, &log.hard_state);
-    match log.snapshot {
-        Some((index, term)) => {
-            record::encode_snapshot(buf, index, term);
+    match &log.snapshot {
+        Some(snapshot) => {
+            record::encode_snapshot(buf, snapshot);
             3
         }
         None => 2,
     }
+}
+
+/// The bytes [`encode_head`] writes for `log`.
+fn head_bytes(log: &LogState) -> usize {
+    record::SEGMENT_HEAD_BASE_BYTES
+        + log
+            .snapshot
+            .as_ref()
+            .map_or(0, record::snapshot_record_bytes)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the parent module's doc). Pure: bytes in, bytes out; no I/O. Decoding never
 //! trusts a length it has not checked against the bytes it was given.
 
-use crate::raft::{Entry, EntryKind, HardState};
+use crate::raft::{ConfState, Entry, EntryKind, HardState, SnapshotMeta};
 
 /// `[len: u32][crc32c: u32]`; `len` counts the body (type byte + payload) and the
 /// CRC covers exactly the body.
@@ -23,8 +23,13 @@ pub(super) const METADATA_PAYLOAD_BYTES: usize = 4 + 5 * 8;
 pub(super) const ENTRY_FIXED_PAYLOAD_BYTES: usize = 8 + 8 + 1;
 /// term, vote, commit (u64 each).
 pub(super) const HARD_STATE_PAYLOAD_BYTES: usize = 3 * 8;
-/// index, term (u64 each).
-pub(super) const SNAPSHOT_PAYLOAD_BYTES: usize = 2 * 8;
+/// index u64, term u64, voter_count u32, learner_count u32; the ids (u64 each)
+/// follow each count.
+pub(super) const SNAPSHOT_FIXED_PAYLOAD_BYTES: usize = 8 + 8 + 4 + 4;
+/// The most voters, and separately the most learners, a snapshot marker may
+/// hold: a corrupt count can never ask for a larger allocation, and the writer
+/// refuses a membership beyond it rather than write an unreadable record.
+pub(super) const CONF_IDS_MAX: usize = 65_536;
 
 const KIND_NORMAL: u8 = 0;
 const KIND_CONF_CHANGE: u8 = 1;
@@ -34,10 +39,18 @@ pub(super) const fn record_bytes(payload_bytes: usize) -> usize {
     FRAME_HEADER_BYTES + 1 + payload_bytes
 }
 
-/// The largest head a segment can start with: metadata, hard state, snapshot marker.
-pub(super) const SEGMENT_HEAD_BYTES_MAX: usize = record_bytes(METADATA_PAYLOAD_BYTES)
-    + record_bytes(HARD_STATE_PAYLOAD_BYTES)
-    + record_bytes(SNAPSHOT_PAYLOAD_BYTES);
+pub(super) const HARD_STATE_RECORD_BYTES: usize = record_bytes(HARD_STATE_PAYLOAD_BYTES);
+
+/// A segment's head without a snapshot marker: metadata and hard state.
+pub(super) const SEGMENT_HEAD_BASE_BYTES: usize =
+    record_bytes(METADATA_PAYLOAD_BYTES) + HARD_STATE_RECORD_BYTES;
+
+/// The bytes of a snapshot marker record; it grows with the membership.
+pub(super) fn snapshot_record_bytes(meta: &SnapshotMeta) -> usize {
+    record_bytes(
+        SNAPSHOT_FIXED_PAYLOAD_BYTES + 8 * (meta.conf.voters.len() + meta.conf.learners.len()),
+    )
+}
 
 pub(super) fn entry_record_bytes(entry: &Entry) -> usize {
     record_bytes(ENTRY_FIXED_PAYLOAD_BYTES + entry.data.len())
@@ -62,7 +75,7 @@ pub(super) enum Record {
     Metadata(Metadata),
     Entry(Entry),
     HardState(HardState),
-    Snapshot { index: u64, term: u64 },
+    Snapshot(SnapshotMeta),
 }
 
 /// Appends one framed record. The caller has already checked the body fits a
@@ -114,10 +127,18 @@ pub(super) fn encode_hard_state(buf: &mut Vec<u8>, hs: &HardState) {
     });
 }
 
-pub(super) fn encode_snapshot(buf: &mut Vec<u8>, index: u64, term: u64) {
+/// The caller has checked both id lists against [`CONF_IDS_MAX`].
+pub(super) fn encode_snapshot(buf: &mut Vec<u8>, meta: &SnapshotMeta) {
     frame(buf, TYPE_SNAPSHOT, |b| {
-        b.extend_from_slice(&index.to_le_bytes());
-        b.extend_from_slice(&term.to_le_bytes());
+        b.extend_from_slice(&meta.index.to_le_bytes());
+        b.extend_from_slice(&meta.term.to_le_bytes());
+        for ids in [&meta.conf.voters, &meta.conf.learners] {
+            let count = u32::try_from(ids.len()).expect("membership size checked by the caller");
+            b.extend_from_slice(&count.to_le_bytes());
+            for id in ids {
+                b.extend_from_slice(&id.to_le_bytes());
+            }
+        }
     });
 }
 
@@ -144,6 +165,23 @@ impl Reader<'_> {
     }
     fn u8(&mut self) -> Result<u8, String> {
         self.take::<1>().map(|b| b[0])
+    }
+    /// A count-prefixed list of ids. The count is checked against the bound and
+    /// against the bytes left before anything is allocated.
+    fn ids(&mut self, what: &str) -> Result<Vec<u64>, String> {
+        let count = self.u32()? as usize;
+        if count > CONF_IDS_MAX {
+            return Err(format!(
+                "snapshot marker has {count} {what}, more than the {CONF_IDS_MAX} allowed"
+            ));
+        }
+        if self.bytes.len() < count * 8 {
+            return Err(format!(
+                "snapshot marker declares {count} {what} but only {} bytes follow",
+                self.bytes.len()
+            ));
+        }
+        (0..count).map(|_| self.u64()).collect()
     }
 }
 
@@ -210,11 +248,27 @@ pub(super) fn decode_body(body: &[u8]) -> Result<Record, String> {
             }))
         }
         TYPE_SNAPSHOT => {
-            expect_len("snapshot marker", payload, SNAPSHOT_PAYLOAD_BYTES)?;
-            Ok(Record::Snapshot {
-                index: r.u64()?,
-                term: r.u64()?,
-            })
+            if payload.len() < SNAPSHOT_FIXED_PAYLOAD_BYTES {
+                return Err(format!(
+                    "snapshot marker payload is {} bytes, needs at least {SNAPSHOT_FIXED_PAYLOAD_BYTES}",
+                    payload.len()
+                ));
+            }
+            let index = r.u64()?;
+            let term = r.u64()?;
+            let voters = r.ids("voters")?;
+            let learners = r.ids("learners")?;
+            if !r.bytes.is_empty() {
+                return Err(format!(
+                    "snapshot marker payload has {} bytes after its learners",
+                    r.bytes.len()
+                ));
+            }
+            Ok(Record::Snapshot(SnapshotMeta {
+                index,
+                term,
+                conf: ConfState { voters, learners },
+            }))
         }
         other => Err(format!("unknown record type {other}")),
     }
@@ -248,6 +302,15 @@ mod tests {
             vote: 9,
             commit: 4,
         };
+        let snap = SnapshotMeta {
+            index: 10,
+            term: 2,
+            conf: ConfState {
+                voters: vec![3, u64::MAX],
+                learners: vec![8],
+            },
+        };
+        assert_eq!(snapshot_record_bytes(&snap), 9 + 24 + 3 * 8);
         let cases: Vec<(Vec<u8>, Record, usize)> = vec![
             (
                 {
@@ -279,11 +342,20 @@ mod tests {
             (
                 {
                     let mut b = Vec::new();
-                    encode_snapshot(&mut b, 10, 2);
+                    encode_snapshot(&mut b, &snap);
                     b
                 },
-                Record::Snapshot { index: 10, term: 2 },
-                25,
+                Record::Snapshot(snap.clone()),
+                9 + 24 + 3 * 8,
+            ),
+            (
+                {
+                    let mut b = Vec::new();
+                    encode_snapshot(&mut b, &SnapshotMeta::default());
+                    b
+                },
+                Record::Snapshot(SnapshotMeta::default()),
+                9 + 24,
             ),
         ];
         for (buf, want, size) in cases {
@@ -295,6 +367,80 @@ mod tests {
             assert_eq!(decode_body(body(&buf)).unwrap(), want);
         }
         assert_eq!(entry_record_bytes(&entry), 29);
+    }
+
+    fn snapshot_body(meta: &SnapshotMeta) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode_snapshot(&mut b, meta);
+        b.split_off(FRAME_HEADER_BYTES)
+    }
+
+    #[test]
+    fn snapshot_marker_round_trips_its_membership_including_empty_lists() {
+        for (voters, learners) in [
+            (vec![1], vec![]),
+            (vec![1, 2, 3], vec![4, 5]),
+            (vec![], vec![7]),
+            (vec![], vec![]),
+        ] {
+            let meta = SnapshotMeta {
+                index: 99,
+                term: 4,
+                conf: ConfState { voters, learners },
+            };
+            let body = snapshot_body(&meta);
+            assert_eq!(
+                body.len() + FRAME_HEADER_BYTES,
+                snapshot_record_bytes(&meta)
+            );
+            assert_eq!(decode_body(&body).unwrap(), Record::Snapshot(meta));
+        }
+    }
+
+    #[test]
+    fn snapshot_marker_with_bad_counts_is_an_error_not_a_panic() {
+        let meta = SnapshotMeta {
+            index: 9,
+            term: 2,
+            conf: ConfState {
+                voters: vec![1, 2],
+                learners: vec![3],
+            },
+        };
+        let body = snapshot_body(&meta);
+        let voter_count_at = 1 + 16;
+        let learner_count_at = voter_count_at + 4 + 2 * 8;
+        let with_count = |at: usize, count: u32| {
+            let mut b = body.clone();
+            b[at..at + 4].copy_from_slice(&count.to_le_bytes());
+            b
+        };
+        for (bad, want) in [
+            (with_count(voter_count_at, u32::MAX), "more than"),
+            (
+                with_count(voter_count_at, CONF_IDS_MAX as u32 + 1),
+                "more than",
+            ),
+            (with_count(learner_count_at, u32::MAX), "more than"),
+            // Claims more ids than the payload holds.
+            (with_count(learner_count_at, 2), "only 8 bytes follow"),
+            (with_count(voter_count_at, 4), "only 28 bytes follow"),
+            // Claims fewer: bytes are left over.
+            (with_count(learner_count_at, 0), "after its learners"),
+            (body[..body.len() - 1].to_vec(), "bytes follow"),
+            (
+                {
+                    let mut b = body.clone();
+                    b.push(0);
+                    b
+                },
+                "after its learners",
+            ),
+            (body[..1 + 16 + 2].to_vec(), "needs at least"),
+        ] {
+            let err = decode_body(&bad).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::record::{self, FRAME_HEADER_BYTES};
 use super::*;
-use crate::raft::EntryKind;
+use crate::raft::{ConfState, EntryKind};
 
 const SMALL: WalOptions = WalOptions {
     segment_bytes: SEGMENT_BYTES_MIN,
@@ -32,6 +32,23 @@ fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
 
 fn hs(term: u64, vote: u64, commit: u64) -> HardState {
     HardState { term, vote, commit }
+}
+
+/// A snapshot marker whose membership is `voters`/`learners`.
+fn snap_conf(index: u64, term: u64, voters: &[u64], learners: &[u64]) -> SnapshotMeta {
+    SnapshotMeta {
+        index,
+        term,
+        conf: ConfState {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+        },
+    }
+}
+
+/// A snapshot marker of a three-member cluster with one learner.
+fn snap(index: u64, term: u64) -> SnapshotMeta {
+    snap_conf(index, term, &[2, 5, 9], &[7])
 }
 
 fn indexes(entries: &[Entry]) -> Vec<(u64, u64)> {
@@ -534,7 +551,7 @@ fn snapshot_marker_and_release_then_reopen() {
         "no snapshot yet: nothing may go"
     );
 
-    wal.save_snapshot_marker(250, 1).unwrap();
+    wal.save_snapshot_marker(&snap(250, 1)).unwrap();
     // Release asks for more than the snapshot covers: only segments holding
     // entries <= 250, and before the marker's segment, go.
     let removed = wal.release_to(1_000).unwrap();
@@ -550,7 +567,7 @@ fn snapshot_marker_and_release_then_reopen() {
     drop(wal);
 
     let (wal, replayed) = Wal::open_with(tmp.path(), SMALL).unwrap();
-    assert_eq!(replayed.snapshot, Some((250, 1)));
+    assert_eq!(replayed.snapshot, Some(snap(250, 1)));
     assert_eq!(replayed.hard_state, hs(1, 2, 10));
     assert_eq!(
         indexes(&replayed.entries),
@@ -564,7 +581,7 @@ fn release_keeps_what_replay_needs_after_a_snapshot_in_an_older_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let mut wal = Wal::create_with(tmp.path(), 1, 2, SMALL).unwrap();
     wal.append(&ents(1..=100, 1), None).unwrap();
-    wal.save_snapshot_marker(40, 1).unwrap();
+    wal.save_snapshot_marker(&snap(40, 1)).unwrap();
     wal.append(&ents(101..=400, 2), Some(hs(2, 0, 390)))
         .unwrap();
     wal.sync().unwrap();
@@ -572,7 +589,7 @@ fn release_keeps_what_replay_needs_after_a_snapshot_in_an_older_segment() {
     let kept = wal.segment_count();
     drop(wal);
     let (_, replayed) = Wal::open_with(tmp.path(), SMALL).unwrap();
-    assert_eq!(replayed.snapshot, Some((40, 1)));
+    assert_eq!(replayed.snapshot, Some(snap(40, 1)));
     assert_eq!(replayed.entries.first().map(|e| e.index), Some(41));
     assert_eq!(replayed.entries.len(), 360);
     assert_eq!(replayed.hard_state, hs(2, 0, 390));
@@ -585,15 +602,197 @@ fn a_snapshot_past_the_log_resets_it_and_survives_reopen() {
     let mut wal = Wal::create(tmp.path(), 1, 2).unwrap();
     wal.append(&ents(1..=5, 1), Some(hs(1, 0, 3))).unwrap();
     // A follower installs the leader's snapshot at 100 (Raft paper §7).
-    wal.save_snapshot_marker(100, 3).unwrap();
+    wal.save_snapshot_marker(&snap_conf(100, 3, &[2], &[]))
+        .unwrap();
     assert_eq!((wal.last_index(), wal.last_term()), (100, 3));
     wal.append(&[ent(101, 3)], Some(hs(3, 0, 100))).unwrap();
     wal.sync().unwrap();
     drop(wal);
     let (wal, replayed) = Wal::open(tmp.path()).unwrap();
-    assert_eq!(replayed.snapshot, Some((100, 3)));
+    assert_eq!(replayed.snapshot, Some(snap_conf(100, 3, &[2], &[])));
     assert_eq!(indexes(&replayed.entries), vec![(101, 3)]);
     assert_eq!(wal.last_index(), 101);
+}
+
+#[test]
+fn reopen_returns_the_membership_of_the_newest_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create_with(tmp.path(), 1, 2, SMALL).unwrap();
+    wal.append(&ents(1..=50, 1), Some(hs(1, 2, 50))).unwrap();
+    wal.save_snapshot_marker(&snap_conf(10, 1, &[2], &[]))
+        .unwrap();
+    wal.append(&ents(51..=200, 2), Some(hs(2, 2, 200))).unwrap();
+    // The membership grew: a later marker carries the new one.
+    wal.save_snapshot_marker(&snap(150, 2)).unwrap();
+    assert_eq!(wal.snapshot(), Some(&snap(150, 2)));
+    wal.sync().unwrap();
+    drop(wal);
+    let (wal, replayed) = Wal::open_with(tmp.path(), SMALL).unwrap();
+    assert_eq!(replayed.snapshot, Some(snap(150, 2)));
+    assert_eq!(wal.snapshot(), Some(&snap(150, 2)));
+    assert_eq!(
+        indexes(&replayed.entries),
+        (151..=200).map(|i| (i, 2)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_marker_at_an_index_must_keep_its_term_and_membership() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(tmp.path(), 1, 2).unwrap();
+    wal.append(&ents(1..=5, 1), None).unwrap();
+    wal.save_snapshot_marker(&snap(3, 1)).unwrap();
+    for bad in [snap_conf(3, 1, &[2, 5], &[7]), snap(2, 1), snap(3, 2)] {
+        let err = wal.save_snapshot_marker(&bad).unwrap_err();
+        assert!(matches!(err, WalError::InvalidAppend { .. }), "{err}");
+    }
+    // The same marker again is harmless (a segment head repeats it anyway).
+    wal.save_snapshot_marker(&snap(3, 1)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, replayed) = Wal::open(tmp.path()).unwrap();
+    assert_eq!(replayed.snapshot, Some(snap(3, 1)));
+    assert_eq!(indexes(&replayed.entries), vec![(4, 1), (5, 1)]);
+}
+
+#[test]
+fn a_membership_too_large_for_a_segment_head_is_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create_with(tmp.path(), 1, 2, SMALL).unwrap();
+    wal.append(&ents(1..=5, 1), None).unwrap();
+    let voters: Vec<u64> = (1..=400).collect();
+    let err = wal
+        .save_snapshot_marker(&snap_conf(5, 1, &voters, &[]))
+        .unwrap_err();
+    assert!(matches!(err, WalError::InvalidAppend { .. }), "{err}");
+    // Nothing changed and the WAL still works.
+    assert_eq!(wal.snapshot(), None);
+    wal.save_snapshot_marker(&snap(5, 1)).unwrap();
+    wal.sync().unwrap();
+}
+
+/// Records of a segment's head after its metadata (hard state, then the marker).
+fn head_records(path: &Path) -> Vec<record::Record> {
+    let bytes = fs::read(path).unwrap();
+    let scanned = segment::scan(path, &bytes, false).unwrap();
+    scanned
+        .records
+        .into_iter()
+        .take(2)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+#[test]
+fn a_marker_carried_into_a_new_segment_head_keeps_its_membership() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create_with(tmp.path(), 1, 2, SMALL).unwrap();
+    let meta_bytes = |i| record::snapshot_record_bytes(&snap(i, 1)) as u64;
+    // Fill segment 1 until the marker still fits but the entry after it does not,
+    // so segment 2 starts right after the marker (its head is all that says so).
+    let mut last = 0;
+    loop {
+        last += 1;
+        wal.append(&[ent(last, 1)], Some(hs(1, 2, last))).unwrap();
+        let room = SMALL.segment_bytes - write_end(&wal);
+        let next = record::entry_record_bytes(&ent(last + 1, 1)) as u64;
+        if room >= meta_bytes(last) && room < meta_bytes(last) + next {
+            break;
+        }
+    }
+    assert_eq!(wal.segment_count(), 1);
+    wal.save_snapshot_marker(&snap(last, 1)).unwrap();
+    wal.append(&[ent(last + 1, 1)], None).unwrap();
+    assert_eq!(
+        wal.segment_count(),
+        2,
+        "the entry after the marker starts segment 2"
+    );
+    // More segments: each head repeats the marker with its membership.
+    wal.append(&ents(last + 2..=last + 300, 1), None).unwrap();
+    wal.sync().unwrap();
+    let paths = segment_paths(tmp.path());
+    assert!(paths.len() > 3, "{paths:?}");
+    for path in &paths[1..] {
+        let head = head_records(path);
+        assert_eq!(
+            head.get(1),
+            Some(&record::Record::Snapshot(snap(last, 1))),
+            "{}",
+            path.display()
+        );
+    }
+    drop(wal);
+
+    // Segment 1, which held the marker record itself, is gone: only segment 2's
+    // head tells replay the snapshot point and the membership.
+    fs::remove_file(&paths[0]).unwrap();
+    let (mut wal, replayed) = Wal::open_with(tmp.path(), SMALL).unwrap();
+    assert_eq!(replayed.snapshot, Some(snap(last, 1)));
+    assert_eq!(replayed.hard_state, hs(1, 2, last));
+    assert_eq!(
+        indexes(&replayed.entries),
+        (last + 1..=last + 300).map(|i| (i, 1)).collect::<Vec<_>>()
+    );
+    // And a newer marker, once older segments are released, is carried likewise.
+    wal.append(&[], Some(hs(1, 2, last + 300))).unwrap();
+    let newer = snap_conf(last + 250, 1, &[2, 5, 9, 11], &[]);
+    wal.save_snapshot_marker(&newer).unwrap();
+    wal.append(&ents(last + 301..=last + 600, 1), None).unwrap();
+    let before = wal.segment_count();
+    assert!(wal.release_to(last + 251).unwrap() > 0);
+    assert!(wal.segment_count() < before);
+    drop(wal);
+    let (_, replayed) = Wal::open_with(tmp.path(), SMALL).unwrap();
+    assert_eq!(replayed.snapshot, Some(newer));
+    assert_eq!(replayed.entries.first().map(|e| e.index), Some(last + 251));
+}
+
+/// Re-frames `body` with a correct length and CRC, as a bug-free writer would.
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    raw.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    raw.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    raw.extend_from_slice(body);
+    raw
+}
+
+#[test]
+fn a_marker_with_bad_counts_is_corruption_with_path_and_offset() {
+    let meta = snap(3, 1);
+    let mut good = Vec::new();
+    record::encode_snapshot(&mut good, &meta);
+    let body = good[FRAME_HEADER_BYTES..].to_vec();
+    let voter_count_at = 1 + 16;
+    let learner_count_at = voter_count_at + 4 + 3 * 8;
+    let with_count = |at: usize, count: u32| {
+        let mut b = body.clone();
+        b[at..at + 4].copy_from_slice(&count.to_le_bytes());
+        b
+    };
+    for (bad, want) in [
+        (with_count(voter_count_at, u32::MAX), "more than"),
+        (with_count(learner_count_at, 65_537), "more than"),
+        (with_count(learner_count_at, 2), "bytes follow"),
+        (with_count(learner_count_at, 0), "after its learners"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(tmp.path(), 1, 2).unwrap();
+        wal.append(&ents(1..=5, 1), None).unwrap();
+        wal.sync().unwrap();
+        let at = write_end(&wal);
+        wal.save_snapshot_marker(&meta).unwrap();
+        wal.append(&[ent(6, 1)], None).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        // Same length, valid CRC: only the decoder can tell.
+        let path = segment_paths(tmp.path()).remove(0);
+        assert_eq!(read_at(&path, at, good.len()), good);
+        patch(&path, at, &framed(&bad));
+        let (err_path, offset, reason) = expect_corrupt(Wal::open(tmp.path()));
+        assert_eq!((err_path, offset), (path, at));
+        assert!(reason.contains(want), "{reason}");
+    }
 }
 
 #[test]
@@ -778,7 +977,7 @@ fn writer_snapshot_and_release_requests() {
         .unwrap();
     writer
         .submit(WalWrite {
-            snapshot: Some((280, 1)),
+            snapshot: Some(snap(280, 1)),
             entries: vec![ent(301, 1)],
             hard_state: None,
             release_to: Some(280),
@@ -789,8 +988,8 @@ fn writer_snapshot_and_release_requests() {
     let completions = completions.lock().unwrap();
     let persisted = completions[1].1.as_ref().unwrap();
     assert_eq!(
-        (persisted.last_index, persisted.snapshot),
-        (301, Some((280, 1)))
+        (persisted.last_index, persisted.snapshot.clone()),
+        (301, Some(snap(280, 1)))
     );
     // Segment 1 holds only entries far below 280, and precedes the marker's segment.
     let first = segment_paths(tmp.path()).remove(0);
@@ -799,7 +998,7 @@ fn writer_snapshot_and_release_requests() {
         "segment 1 was not released"
     );
     let (_, replayed) = Wal::open_with(tmp.path(), SMALL).unwrap();
-    assert_eq!(replayed.snapshot, Some((280, 1)));
+    assert_eq!(replayed.snapshot, Some(snap(280, 1)));
     assert_eq!(
         indexes(&replayed.entries),
         (281..=301).map(|i| (i, 1)).collect::<Vec<_>>()

@@ -27,15 +27,16 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{Wal, WalError};
-use crate::raft::{Entry, HardState};
+use crate::raft::{Entry, HardState, SnapshotMeta};
 
 /// Called once with the outcome of a [`WalWrite`], on the writer thread.
 pub type Completion = Box<dyn FnOnce(Result<WalPersisted, WalError>) + Send + 'static>;
 
 /// One unit of work for the writer.
 pub struct WalWrite {
-    /// Written before the entries: the state machine holds everything up to here.
-    pub snapshot: Option<(u64, u64)>,
+    /// Written before the entries: the state machine holds everything up to here,
+    /// and the membership in force at that index.
+    pub snapshot: Option<SnapshotMeta>,
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
     /// Run after the batch is durable; see [`Wal::release_to`].
@@ -72,20 +73,22 @@ impl std::fmt::Debug for WalWrite {
 }
 
 /// What is durable when a completion runs: the WAL's state after the whole batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalPersisted {
     pub last_index: u64,
     pub last_term: u64,
     pub hard_state: HardState,
-    pub snapshot: Option<(u64, u64)>,
+    /// The newest snapshot marker, with its membership.
+    pub snapshot: Option<SnapshotMeta>,
 }
 
 #[derive(Debug)]
 pub enum SubmitError {
     /// The queue is full (only from `try_submit`): shed load or retry later.
-    Full(WalWrite),
+    /// (Boxed, as is the other variant's, to keep the `Result` small.)
+    Full(Box<WalWrite>),
     /// The writer thread is gone (it panicked). The completion was not called.
-    Disconnected(WalWrite),
+    Disconnected(Box<WalWrite>),
 }
 
 impl std::fmt::Display for SubmitError {
@@ -194,8 +197,8 @@ impl WalWriter {
         match &self.tx {
             Some(tx) => tx
                 .send(write)
-                .map_err(|e| SubmitError::Disconnected(e.into_inner())),
-            None => Err(SubmitError::Disconnected(write)),
+                .map_err(|e| SubmitError::Disconnected(Box::new(e.into_inner()))),
+            None => Err(SubmitError::Disconnected(Box::new(write))),
         }
     }
 
@@ -204,10 +207,10 @@ impl WalWriter {
     pub fn try_submit(&self, write: WalWrite) -> Result<(), SubmitError> {
         match &self.tx {
             Some(tx) => tx.try_send(write).map_err(|e| match e {
-                TrySendError::Full(w) => SubmitError::Full(w),
-                TrySendError::Disconnected(w) => SubmitError::Disconnected(w),
+                TrySendError::Full(w) => SubmitError::Full(Box::new(w)),
+                TrySendError::Disconnected(w) => SubmitError::Disconnected(Box::new(w)),
             }),
-            None => Err(SubmitError::Disconnected(write)),
+            None => Err(SubmitError::Disconnected(Box::new(write))),
         }
     }
 
@@ -292,7 +295,7 @@ fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Re
     let mut error: Option<WalError> = None;
     for w in batch.iter() {
         // One all-or-nothing call per request.
-        let result = wal.write(w.snapshot, &w.entries, w.hard_state);
+        let result = wal.write(w.snapshot.as_ref(), &w.entries, w.hard_state);
         match result {
             Ok(()) => applied += 1,
             Err(e) => {
@@ -345,7 +348,7 @@ fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Re
         last_index: wal.last_index(),
         last_term: wal.last_term(),
         hard_state: wal.hard_state(),
-        snapshot: wal.snapshot(),
+        snapshot: wal.snapshot().cloned(),
     };
     let cause = error.clone().map(Arc::new);
     for (k, w) in batch.drain(..).enumerate() {
@@ -354,7 +357,7 @@ fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Re
             (Some(_), Some(cause)) if k > applied => Err(WalError::Stopped {
                 cause: cause.clone(),
             }),
-            _ => Ok(persisted),
+            _ => Ok(persisted.clone()),
         };
         (w.done)(outcome);
         stats.requests_completed.fetch_add(1, Ordering::Relaxed);
