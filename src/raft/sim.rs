@@ -9,8 +9,8 @@
 //! within a bound.
 //!
 //! A failure prints its seed; replay one seed with
-//! `STEAD_SIM_SEED=<seed> cargo test <test name>` (and `STEAD_SIM_SEEDS=<n>` runs
-//! more or fewer seeds).
+//! `STEAD_SIM_SEED=<seed> cargo test <test name>`; `STEAD_SIM_SEEDS=<n>` runs more
+//! or fewer seeds, starting at `STEAD_SIM_FIRST_SEED` (default 0).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -946,7 +946,11 @@ fn seeds(default_release: u64, default_debug: u64) -> Vec<u64> {
         } else {
             default_release
         });
-    (0..n).collect()
+    let first: u64 = std::env::var("STEAD_SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    (first..first + n).collect()
 }
 
 fn run_seeds(name: &str, sc: Scenario, release: u64, debug: u64) {
@@ -996,7 +1000,7 @@ fn sim_three_members() {
         check_quorum: true,
         conf_changes: false,
     };
-    run_seeds("sim_three_members", sc, 3000, 300);
+    run_seeds("sim_three_members", sc, 2000, 200);
 }
 
 #[test]
@@ -1009,7 +1013,7 @@ fn sim_five_members() {
         check_quorum: true,
         conf_changes: false,
     };
-    run_seeds("sim_five_members", sc, 2000, 150);
+    run_seeds("sim_five_members", sc, 1000, 100);
 }
 
 #[test]
@@ -1022,7 +1026,7 @@ fn sim_without_prevote_or_check_quorum() {
         check_quorum: false,
         conf_changes: false,
     };
-    run_seeds("sim_without_prevote_or_check_quorum", sc, 2000, 200);
+    run_seeds("sim_without_prevote_or_check_quorum", sc, 1000, 100);
 }
 
 #[test]
@@ -1035,5 +1039,5 @@ fn sim_membership_changes() {
         check_quorum: true,
         conf_changes: true,
     };
-    run_seeds("sim_membership_changes", sc, 2000, 150);
+    run_seeds("sim_membership_changes", sc, 1000, 100);
 }
