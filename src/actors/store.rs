@@ -18,6 +18,9 @@ use crate::proto::steadpb::InternalRequest;
 use crate::raft::{Entry, EntryKind};
 use crate::storage::mvcc::MvccStore;
 
+/// How often the backend is made durable when nothing else asks for it.
+const BACKEND_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where an applied result goes: the client waiting on the proposal.
 pub type Responder = oneshot::Sender<Result<Response, RequestError>>;
 
@@ -103,9 +106,13 @@ pub struct StoreActor {
     /// Reads waiting for the applied index to reach their read index.
     pending_reads: BTreeMap<u64, Vec<(ReadRequest, Responder)>>,
     peers: StorePeers,
-    /// Applied entries between backend flushes (snapshot-count, as etcd).
+    /// Applied entries between snapshots (snapshot-count, as etcd): after that
+    /// many, a flushed backend lets Raft compact its log and the WAL drop segments.
     snapshot_count: u64,
-    last_flush_index: u64,
+    /// The consistent index the backend last made durable.
+    flushed_index: u64,
+    /// Where the last snapshot (WAL release point) was reported.
+    snapshot_index: u64,
     flushing: bool,
 }
 
@@ -121,7 +128,8 @@ impl StoreActor {
             pending_reads: BTreeMap::new(),
             peers,
             snapshot_count,
-            last_flush_index: applied_index,
+            flushed_index: applied_index,
+            snapshot_index: applied_index,
             flushing: false,
         }
     }
@@ -213,34 +221,33 @@ impl StoreActor {
         }
     }
 
-    /// After `snapshot_count` applied entries, flush the backend off the event loop
-    /// and tell Raft the WAL before that index may go.
-    fn maybe_flush_backend(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.applied_index < self.last_flush_index + self.snapshot_count {
-            return;
-        }
-        self.flushing = true;
+    /// Flushes the backend on a blocking-pool thread (never on this event loop).
+    /// Once it is durable past `snapshot_count` entries since the last snapshot,
+    /// tells Raft, which compacts its log and lets the WAL release segments.
+    fn flush_backend(&mut self, ctx: &mut Context<Self>) {
         // What the backend holds once this flush returns; later applies may still
         // be staged in memory.
         let index = self.store.written_consistent_index();
+        if self.flushing || index <= self.flushed_index {
+            return;
+        }
+        self.flushing = true;
         let backend = self.store.backend().clone();
-        let durable = self.peers.durable.clone();
         let flush = actix_rt::task::spawn_blocking(move || backend.flush());
-        ctx.spawn(
-            async move { flush.await }
-                .into_actor(self)
-                .map(move |result, act, _ctx| {
-                    act.flushing = false;
-                    match result {
-                        Ok(Ok(())) => {
-                            act.last_flush_index = index;
-                            durable.do_send(DurableTo { index });
-                        }
-                        Ok(Err(e)) => panic!("backend flush failed: {e}"),
-                        Err(e) => panic!("backend flush task failed: {e}"),
+        ctx.spawn(async move { flush.await }.into_actor(self).map(move |result, act, _ctx| {
+            act.flushing = false;
+            match result {
+                Ok(Ok(())) => {
+                    act.flushed_index = index;
+                    if index >= act.snapshot_index + act.snapshot_count {
+                        act.snapshot_index = index;
+                        act.peers.durable.do_send(DurableTo { index });
                     }
-                }),
-        );
+                }
+                Ok(Err(e)) => panic!("backend flush failed: {e}"),
+                Err(e) => panic!("backend flush task failed: {e}"),
+            }
+        }));
     }
 }
 
@@ -248,6 +255,9 @@ impl Actor for StoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The WAL is the source of truth; flushing the backend on a timer bounds
+        // what a restart must replay.
+        ctx.run_interval(BACKEND_FLUSH_INTERVAL, |act, ctx| act.flush_backend(ctx));
         // Drop waiters whose client has gone (timed out), so a proposal lost in a
         // leader change cannot leak its waiter forever.
         ctx.run_interval(std::time::Duration::from_secs(5), |act, _| {
@@ -270,7 +280,9 @@ impl Handler<Apply> for StoreActor {
         self.apply_entries(&msg.entries);
         self.release_reads();
         self.peers.applied.do_send(AppliedTo { index: self.applied_index });
-        self.maybe_flush_backend(ctx);
+        if self.applied_index >= self.snapshot_index + self.snapshot_count {
+            self.flush_backend(ctx);
+        }
     }
 }
 

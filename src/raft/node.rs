@@ -19,9 +19,31 @@
 //!    durable locally, so applying may overlap with step 2 of a later Ready;
 //! 5. serve each `read_states` entry once applied ≥ its index.
 //!
+//! In code (the actor's loop, with the WAL synchronous for brevity):
+//!
+//! ```text
+//! let mut node = RaftNode::new(config, restored_from_wal)?;
+//! // inputs: node.tick() per tick, node.step(msg), node.propose(data), node.read_index(ctx)
+//! while node.has_ready() {
+//!     let rd = node.ready();
+//!     peers.send(rd.messages);
+//!     wal.append(rd.snapshot.as_ref(), &rd.entries, rd.hard_state)?; wal.fsync()?;
+//!     peers.send(rd.messages_after_persist);
+//!     if let Some(ack) = rd.persist_ack { node.on_persisted(ack); }
+//!     if let Some(meta) = &rd.snapshot { store.load_snapshot(meta)?; node.on_applied(meta.index); }
+//!     if let Some(last) = rd.committed.last() { store.apply(&rd.committed)?; node.on_applied(last.index); }
+//!     reads.confirmed(rd.read_states);
+//! }
+//! ```
+//!
+//! With an asynchronous WAL, hand each Ready's durable part to the WAL in order and
+//! run the steps after the fsync when it completes; several Readies may share one
+//! fsync (group commit).
+//!
 //! A candidate counts its own vote, and a leader counts its own log toward quorum,
 //! only after `on_persisted`: a crash must never make a member forget a vote it
-//! acted on or an entry a quorum was counted with.
+//! acted on or an entry a quorum was counted with. So even a single member becomes
+//! leader (and commits) only after one round trip through the WAL.
 //!
 //! # Membership
 //!
@@ -1476,7 +1498,6 @@ impl RaftNode {
             }
             return;
         }
-        let was_paused = pr.is_paused();
         if !pr.maybe_update(index) {
             return;
         }
@@ -1490,9 +1511,9 @@ impl RaftNode {
             ProgressState::Replicate => pr.free_to(index),
         }
         let matched = pr.matched;
-        if !self.maybe_commit() || was_paused {
-            self.send_append(from, false);
-        }
+        // A commit advance is broadcast at the next ready(); meanwhile keep this
+        // follower's pipeline full (bounded by the in-flight limit).
+        self.maybe_commit();
         while self.send_append(from, false) {}
         if self.lead_transferee == Some(from) && matched == self.log.last_index() {
             self.send(from, MessageBody::TimeoutNow);
