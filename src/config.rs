@@ -175,6 +175,7 @@ pub struct Settings {
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    pub auto_compaction: crate::compactor::AutoCompaction,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -468,16 +469,13 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             why: "the space quota and its NOSPACE alarm are not implemented yet".into(),
         });
     }
-    match raw.auto_compaction_mode.as_str() {
-        "periodic" | "revision" => {}
-        other => return Err(bad("auto-compaction-mode", format!("expected \"periodic\" or \"revision\", got {other:?}"))),
+    if !matches!(raw.auto_compaction_mode.as_str(), "periodic" | "revision") {
+        let got = &raw.auto_compaction_mode;
+        return Err(bad("auto-compaction-mode", format!("expected \"periodic\" or \"revision\", got {got:?}")));
     }
-    if !matches!(raw.auto_compaction_retention.as_str(), "0" | "" | "0s" | "0h") {
-        return Err(ConfigError::Unsupported {
-            key: "auto-compaction-retention".into(),
-            why: "automatic compaction is not implemented yet; compact with `steadctl compaction`".into(),
-        });
-    }
+    let auto_compaction =
+        crate::compactor::AutoCompaction::parse(&raw.auto_compaction_mode, &raw.auto_compaction_retention)
+            .map_err(|reason| bad("auto-compaction-retention", reason))?;
     if !raw.listen_metrics_urls.is_empty() {
         return Err(ConfigError::Unsupported {
             key: "listen-metrics-urls".into(),
@@ -509,6 +507,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         snapshot_count: raw.snapshot_count,
         max_request_bytes: raw.max_request_bytes as usize,
         max_txn_ops: raw.max_txn_ops as usize,
+        auto_compaction,
         log_level,
         log_format,
     })
@@ -707,7 +706,7 @@ initial-advertise-peer-urls = "http://127.0.0.1:22380"
     fn unsupported_etcd_flags_fail_clearly() {
         let e = load(&["--cert-file", "x.pem"], &[]).unwrap_err();
         assert!(e.contains("--cert-file") && e.contains("not supported"), "{e}");
-        let e = load(&["--auto-compaction-retention", "1h"], &[]).unwrap_err();
+        let e = load(&["--auto-compaction-retention", "an hour"], &[]).unwrap_err();
         assert!(e.contains("auto-compaction-retention"), "{e}");
         let e = load(&["--listen-client-urls", "https://127.0.0.1:2379"], &[]).unwrap_err();
         assert!(e.contains("TLS"), "{e}");

@@ -16,7 +16,8 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::raft::RaftActor;
 use crate::actors::store::{HeaderIds, StoreActor, StorePeers};
 use crate::actors::wal::WalActor;
-use crate::config::Settings;
+use crate::compactor::{self, AutoCompaction};
+use crate::config::{ClusterState, Settings};
 use crate::net::gateway;
 use crate::raft::{self, RaftNode, Restored};
 use crate::service::{ClientService, Limits};
@@ -91,7 +92,7 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let store = MvccStore::open(Arc::new(backend)).map_err(|e| NodeError::Backend(e.to_string()))?;
     let applied = store.consistent_index();
 
-    let (wal, restored) = open_wal(&wal_dir, cluster_id, member_id, applied)?;
+    let (wal, restored) = open_wal(&wal_dir, settings.cluster_state, cluster_id, member_id, applied)?;
     let voters: Vec<u64> = settings.initial_cluster.iter().map(|m| m.id).collect();
     let mut raft_config = raft::Config::new(member_id, voters);
     raft_config.heartbeat_ticks = 1;
@@ -107,11 +108,22 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
 
 /// Opens the WAL (or creates it for a new member) and turns what it replays into
 /// the Raft core's restart state.
-fn open_wal(dir: &Path, cluster_id: u64, member_id: u64, applied: u64) -> Result<(Wal, Restored), NodeError> {
+fn open_wal(
+    dir: &Path,
+    state: ClusterState,
+    cluster_id: u64,
+    member_id: u64,
+    applied: u64,
+) -> Result<(Wal, Restored), NodeError> {
     let has_segments = std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "wal")))
         .unwrap_or(false);
     if !has_segments {
+        if state == ClusterState::Existing {
+            return Err(NodeError::NotImplemented(
+                "joining an existing cluster (--initial-cluster-state existing) with a new data dir".into(),
+            ));
+        }
         if applied > 0 {
             return Err(NodeError::Mismatch(format!(
                 "the backend has applied index {applied} but {} holds no WAL: refusing to start with a lost log",
@@ -223,6 +235,10 @@ async fn serve(
         request_timeout: Duration::from_secs(5) + 2 * election_timeout,
     };
     let service = ClientService::new(raft_addr, store_addr, limits);
+    if settings.auto_compaction != AutoCompaction::Off {
+        tracing::info!("compactor: automatic compaction {:?}", settings.auto_compaction);
+        actix_rt::spawn(compactor::run(service.clone(), settings.auto_compaction));
+    }
     let data = web::Data::new(service);
     let mut server = HttpServer::new(move || App::new().app_data(data.clone()).configure(gateway::configure))
         .workers(2)

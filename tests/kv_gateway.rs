@@ -217,3 +217,27 @@ fn health_and_version_answer_like_etcd() {
     assert_eq!(status, 200);
     assert_eq!(st["leader"], st["header"]["member_id"], "a single member leads itself: {st}");
 }
+
+/// `--auto-compaction-mode periodic --auto-compaction-retention 2s`: history older
+/// than the retention gets compacted without anyone asking (etcd's periodic
+/// compactor, sampled every tenth of the retention).
+#[test]
+fn periodic_auto_compaction_compacts_old_history() {
+    let s = Server::start(&["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "2s"]);
+    let (_, first) = s.post("/v3/kv/put", &json!({"key": b64("ac"), "value": b64("1")}).to_string());
+    let first_rev = rev(&first);
+    for v in 2..5 {
+        s.post("/v3/kv/put", &json!({"key": b64("ac"), "value": b64(&v.to_string())}).to_string());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, got) = s.post("/v3/kv/range", &json!({"key": b64("ac"), "revision": first_rev}).to_string());
+        if got["error"] == json!("etcdserver: mvcc: required revision has been compacted") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "revision {first_rev} was never compacted: {got}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_, latest) = s.post("/v3/kv/range", &json!({"key": b64("ac")}).to_string());
+    assert_eq!(latest["kvs"][0]["value"], json!(b64("4")), "compaction keeps the latest value");
+}

@@ -34,7 +34,8 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec!["--initial-cluster-state", "maybe"], "initial-cluster-state"),
         (vec!["--no-such-flag"], "--no-such-flag"),
         (vec!["--cert-file", "a.pem"], "--cert-file"),
-        (vec!["--auto-compaction-retention", "1"], "auto-compaction-retention"),
+        (vec!["--auto-compaction-retention", "1d"], "auto-compaction-retention"),
+        (vec!["--auto-compaction-mode", "daily"], "auto-compaction-mode"),
     ];
     for (args, key) in cases {
         let mut all = vec!["--data-dir", data];
