@@ -1071,3 +1071,30 @@ fn after_a_failure_the_writer_reports_errors_and_accepts_no_more_work() {
     let (_, replayed) = Wal::open(tmp.path()).unwrap();
     assert_eq!(indexes(&replayed.entries), vec![(1, 1)]);
 }
+
+/// etcd's `MustSync`: entries, a new term or a new vote need an fdatasync before
+/// they are acknowledged; a hard state that only moves the commit index does not
+/// (a restarted member relearns its commit from the leader).
+#[test]
+fn a_commit_only_hard_state_needs_no_fdatasync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = Wal::create(tmp.path(), 1, 2).unwrap();
+    let writer = WalWriter::spawn(wal, WalWriterOptions::default()).unwrap();
+    let stats = writer.stats();
+    let submit = |entries: Vec<Entry>, hard_state: Option<HardState>| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        writer
+            .submit(WalWrite::append(entries, hard_state, Box::new(move |r| tx.send(r.is_ok()).unwrap())))
+            .unwrap();
+        assert!(rx.recv().unwrap());
+        stats.snapshot().syncs
+    };
+    assert_eq!(submit(vec![ent(1, 1)], Some(hs(1, 7, 0))), 1, "entries and a vote are synced");
+    assert_eq!(submit(vec![], Some(hs(1, 7, 1))), 1, "a commit-only change is not");
+    assert_eq!(submit(vec![], Some(hs(2, 0, 1))), 2, "a new term is");
+    assert_eq!(submit(vec![ent(2, 2)], None), 3, "entries are");
+    drop(writer);
+    let (_, replayed) = Wal::open(tmp.path()).unwrap();
+    assert_eq!(replayed.hard_state, hs(2, 0, 1), "the unsynced commit still reached the file on a clean stop");
+    assert_eq!(replayed.entries.len(), 2);
+}

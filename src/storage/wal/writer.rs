@@ -290,10 +290,19 @@ fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Re
     let records_before = wal.records_written();
     let bytes_before = wal.bytes_written();
 
-    // 1. Apply in order until the first refusal.
+    // 1. Apply in order until the first refusal. Only entries, snapshot markers and
+    //    a changed term or vote need the fdatasync (etcd's `MustSync`): a hard
+    //    state whose only news is the commit index can be relearned after a crash.
     let mut applied = 0;
     let mut error: Option<WalError> = None;
+    let mut must_sync = false;
+    let mut hard_state = wal.hard_state();
     for w in batch.iter() {
+        must_sync |= w.snapshot.is_some() || !w.entries.is_empty();
+        if let Some(hs) = w.hard_state {
+            must_sync |= hs.term != hard_state.term || hs.vote != hard_state.vote;
+            hard_state = hs;
+        }
         // One all-or-nothing call per request.
         let result = wal.write(w.snapshot.as_ref(), &w.entries, w.hard_state);
         match result {
@@ -307,7 +316,7 @@ fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Re
 
     // 2. One fdatasync for everything applied (also when a later request was
     //    refused: the earlier ones are fine and their waiters deserve an answer).
-    if applied > 0 {
+    if applied > 0 && must_sync {
         let started = Instant::now();
         match wal.sync_counted() {
             Ok(synced) => {
