@@ -1,6 +1,7 @@
 //! Generates the API messages from `proto/` with a pure-Rust protobuf compiler
-//! (protox), so building stead needs no system `protoc`. prost writes the structs;
-//! pbjson writes their proto3 JSON mapping (for the HTTP gateway).
+//! (protox), so building stead needs no system `protoc`. prost writes the structs,
+//! tonic the gRPC services (server, and client for tests and tools) from the same
+//! descriptors; pbjson writes their proto3 JSON mapping (for the HTTP gateway).
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -10,10 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out_dir.join("stead_descriptor.bin");
     std::fs::write(&descriptor_path, descriptors.encode_to_vec())?;
 
-    prost_build::Config::new()
-        .file_descriptor_set_path(&descriptor_path)
-        .skip_protoc_run()
-        .compile_fds(descriptors)?;
+    let mut prost_config = prost_build::Config::new();
+    prost_config.file_descriptor_set_path(&descriptor_path).skip_protoc_run();
+    // Services keep their proto package and names (`etcdserverpb.KV`, ...), so
+    // etcd's own clients find them.
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds_with_config(descriptors, prost_config)?;
 
     let descriptor_bytes = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()

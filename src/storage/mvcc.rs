@@ -1336,48 +1336,23 @@ impl ApplyBatch<'_> {
 }
 
 // ---------------------------------------------------------------------------------
-// CRC-32C (Castagnoli), as etcd's HashKV uses; table-driven, no dependency.
+// CRC-32C (Castagnoli), as etcd's HashKV uses, fed in pieces.
 
 struct Crc32c {
-    state: u32,
+    crc: u32,
 }
-
-const fn crc32c_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0x82F6_3B78 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static CRC32C_TABLE: [u32; 256] = crc32c_table();
 
 impl Crc32c {
     fn new() -> Self {
-        Self { state: !0 }
+        Self { crc: 0 }
     }
 
     fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.state =
-                CRC32C_TABLE[((self.state ^ b as u32) & 0xff) as usize] ^ (self.state >> 8);
-        }
+        self.crc = crc32c::crc32c_append(self.crc, data);
     }
 
     fn finish(&self) -> u32 {
-        !self.state
+        self.crc
     }
 }
 
