@@ -36,6 +36,11 @@ impl Server {
 
     fn spawn(data_dir: &Path, extra_args: Vec<String>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stead"));
+        // The server reads STEAD_* settings from its environment: a test runs it
+        // with exactly the flags it gives, whatever the caller's shell has set.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("STEAD_")) {
+            cmd.env_remove(key);
+        }
         cmd.arg("--data-dir")
             .arg(data_dir)
             .args(["--listen-client-urls", "http://127.0.0.1:0"])

@@ -1,0 +1,126 @@
+//! The peer transport: how Raft messages travel between members over TCP.
+//!
+//! Owns the peer wire format ([`codec`]), one outbound link per remote member
+//! ([`PeerActor`]) and the inbound side of the peer port ([`PeerListener`]). It
+//! moves `crate::raft::Message`s and nothing else: it never looks inside them
+//! beyond `from` / `to`, never retries on Raft's behalf (Raft retransmits; a
+//! message lost while a link is down is dropped and reported as [`Unreachable`]),
+//! and never blocks an actor's event loop (all socket I/O is async, on tasks).
+//!
+//! Only [`codec`] knows the byte layout (and that bincode produces it): the Raft
+//! types derive no serialization traits, so a change to the wire is a change to
+//! that one file.
+//!
+//! Every queue and buffer here is bounded by [`PeerLimits`]: a slow or dead peer
+//! costs at most `queue_messages_max` queued messages, and a corrupt or hostile
+//! frame costs at most `frame_bytes_max` bytes of buffer before it is refused.
+
+pub mod actor;
+pub mod codec;
+pub mod listener;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use crate::raft::NodeId;
+
+pub use actor::{PeerActor, SendMessages, Unreachable};
+pub use listener::{InboundMessages, PeerListener, SetPeerMembers};
+
+/// Why a peer connection, frame or handshake failed. Every one of these ends the
+/// connection it happened on (after a log line); none of them stops the member.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len_bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    FrameTooLarge { len_bytes: u64, max_bytes: u32 },
+    #[error("frame checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}")]
+    ChecksumMismatch { expected: u32, actual: u32 },
+    #[error("frame truncated: expected {expected_bytes} bytes, got {got_bytes}")]
+    Truncated { expected_bytes: u64, got_bytes: u64 },
+    /// The payload passed its checksum but is not a frame this version understands
+    /// (unknown variant, bad bool, length past the end, over the decode budget…).
+    #[error("undecodable frame payload: {0}")]
+    Undecodable(String),
+    #[error("frame payload has {trailing_bytes} bytes after the frame")]
+    TrailingBytes { trailing_bytes: usize },
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+    #[error("handshake refused: {0}")]
+    HandshakeRefused(#[from] HandshakeRefusal),
+    #[error("peer url {url:?}: {reason}")]
+    BadPeerUrl { url: String, reason: &'static str },
+    #[error("frame limit of {requested_bytes} bytes is above the ceiling of {ceiling_bytes} bytes")]
+    FrameLimitAboveCeiling { requested_bytes: u32, ceiling_bytes: u32 },
+}
+
+/// Why the listener refused a connection's handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeRefusal {
+    #[error("protocol version {got}, this member speaks {want}")]
+    ProtocolVersion { got: u32, want: u32 },
+    #[error("cluster id {got:x}, this member belongs to {want:x}")]
+    ClusterMismatch { got: u64, want: u64 },
+    #[error("member {0:x} is not in this member's member set")]
+    UnknownMember(NodeId),
+    #[error("sender expects member {got:x}, this is member {want:x}")]
+    WrongReceiver { got: NodeId, want: NodeId },
+    #[error("the first frame was not a handshake")]
+    NotAHandshake,
+    #[error("no handshake within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The bounds of the peer transport. One value for the whole member; the defaults
+/// suit a LAN cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Largest frame payload sent or accepted. A header announcing more is refused
+    /// before any buffer is allocated. At most [`codec::FRAME_BYTES_CEILING`].
+    pub frame_bytes_max: u32,
+    /// Most messages one outbound frame carries (the batching unit).
+    pub frame_messages_max: usize,
+    /// Most messages queued for one remote member; past it, messages are dropped
+    /// and the member reported [`Unreachable`].
+    pub queue_messages_max: usize,
+    /// First reconnect delay after a failure; doubled per failure up to the max.
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+    /// How long a TCP connect may take before it counts as a failure.
+    pub connect_timeout: Duration,
+    /// How long an inbound connection may take to send its handshake.
+    pub handshake_timeout: Duration,
+    /// Most inbound connections served at once; more are closed on accept.
+    pub inbound_connections_max: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            frame_bytes_max: codec::FRAME_BYTES_CEILING,
+            frame_messages_max: 4096,
+            queue_messages_max: 4096,
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+            inbound_connections_max: 128,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// Refuses limits the codec cannot honour (a frame budget above the ceiling).
+    pub fn validate(&self) -> Result<(), PeerError> {
+        if self.frame_bytes_max > codec::FRAME_BYTES_CEILING {
+            return Err(PeerError::FrameLimitAboveCeiling {
+                requested_bytes: self.frame_bytes_max,
+                ceiling_bytes: codec::FRAME_BYTES_CEILING,
+            });
+        }
+        Ok(())
+    }
+}
