@@ -124,28 +124,33 @@ impl ClientService {
     }
 
     /// Proposes a write and waits for it to be applied (durable on a quorum).
+    /// Without a leader it retries until the request timeout, then fails with
+    /// etcd's "no leader".
     async fn propose(&self, request: Internal) -> Result<Response, RequestError> {
-        let (responder, applied) = oneshot::channel();
-        let proposing = self.raft.send(Propose { request, responder });
-        let wait = async {
-            proposing.await.map_err(|_| RequestError::Stopped)??;
-            applied.await.map_err(|_| RequestError::Stopped)?
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let applied = loop {
+            let (responder, applied) = oneshot::channel();
+            let proposing = self.raft.send(Propose { request: request.clone(), responder });
+            match tokio::time::timeout_at(deadline, proposing).await {
+                Err(_) => return Err(RequestError::Timeout),
+                Ok(Err(_)) => return Err(RequestError::Stopped),
+                Ok(Ok(Err(RequestError::NoLeader))) => wait_for_leader(deadline).await?,
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Ok(Ok(()))) => break applied,
+            }
         };
-        tokio::time::timeout(self.limits.request_timeout, wait)
-            .await
-            .map_err(|_| RequestError::Timeout)?
+        match tokio::time::timeout_at(deadline, applied).await {
+            Err(_) => Err(RequestError::Timeout),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Ok(Ok(result)) => result,
+        }
     }
 
     /// A read: linearizable through ReadIndex, or serializable from local state.
     async fn read(&self, request: ReadRequest, serializable: bool) -> Result<Response, RequestError> {
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let wait = async {
-            let read_index = if serializable {
-                0
-            } else {
-                let (tx, rx) = oneshot::channel();
-                self.raft.send(ReadIndex { responder: tx }).await.map_err(|_| RequestError::Stopped)?;
-                rx.await.map_err(|_| RequestError::Stopped)??
-            };
+            let read_index = if serializable { 0 } else { self.read_index(deadline).await? };
             let (responder, answer) = oneshot::channel();
             self.store
                 .send(Read { read_index, request, responder })
@@ -153,10 +158,31 @@ impl ClientService {
                 .map_err(|_| RequestError::Stopped)?;
             answer.await.map_err(|_| RequestError::Stopped)?
         };
-        tokio::time::timeout(self.limits.request_timeout, wait)
-            .await
-            .map_err(|_| RequestError::Timeout)?
+        tokio::time::timeout_at(deadline, wait).await.map_err(|_| RequestError::Timeout)?
     }
+
+    /// The index a linearizable read must wait for; retried while there is no
+    /// leader (or the leader changed under the read) until `deadline`.
+    async fn read_index(&self, deadline: tokio::time::Instant) -> Result<u64, RequestError> {
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.raft.send(ReadIndex { responder: tx }).await.map_err(|_| RequestError::Stopped)?;
+            match rx.await.map_err(|_| RequestError::Stopped)? {
+                Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A pause before asking again for a leader; past the deadline, "no leader".
+async fn wait_for_leader(deadline: tokio::time::Instant) -> Result<(), RequestError> {
+    const RETRY: Duration = Duration::from_millis(50);
+    if tokio::time::Instant::now() + RETRY >= deadline {
+        return Err(RequestError::NoLeader);
+    }
+    tokio::time::sleep(RETRY).await;
+    Ok(())
 }
 
 fn unexpected(r: Response) -> RequestError {

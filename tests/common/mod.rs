@@ -35,61 +35,7 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, extra_args: Vec<String>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stead"));
-        // The server reads STEAD_* settings from its environment: a test runs it
-        // with exactly the flags it gives, whatever the caller's shell has set.
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("STEAD_")) {
-            cmd.env_remove(key);
-        }
-        cmd.arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen-client-urls", "http://127.0.0.1:0"])
-            .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
-            .args(["--listen-peer-urls", "http://127.0.0.1:0"])
-            .args(&extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start stead");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut seen = Vec::new();
-        let endpoint = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let addr = line.split("serving insecure client requests on ").nth(1).map(|a| {
-                        a.split([',', ' ']).next().unwrap_or_default().to_string()
-                    });
-                    seen.push(line);
-                    if let Some(addr) = addr {
-                        break format!("http://{addr}");
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("stead did not become ready; its log:\n{}", seen.join("\n"));
-                }
-            }
-        };
-        Server {
-            child: Some(child),
-            data_dir: data_dir.to_path_buf(),
-            endpoint,
-            extra_args,
-            _tmp: None,
-            log: rx,
-            startup_log: seen,
-        }
+        Launched::new(data_dir, extra_args).wait_ready()
     }
 
     /// `host:port`, as etcdctl's --endpoints takes it.
@@ -121,6 +67,167 @@ impl Server {
     /// POSTs a gateway request; returns (HTTP status, JSON body).
     pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
         post(&self.endpoint, path, body)
+    }
+}
+
+/// A started process not yet known to be ready: members of a cluster are all
+/// launched before any is waited for, since none is ready without a quorum.
+pub struct Launched {
+    child: Child,
+    data_dir: PathBuf,
+    extra_args: Vec<String>,
+    log: mpsc::Receiver<String>,
+}
+
+impl Launched {
+    pub fn new(data_dir: &Path, extra_args: Vec<String>) -> Launched {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stead"));
+        // The server reads STEAD_* settings from its environment: a test runs it
+        // with exactly the flags it gives, whatever the caller's shell has set.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("STEAD_")) {
+            cmd.env_remove(key);
+        }
+        cmd.arg("--data-dir").arg(data_dir);
+        for (flag, default) in [
+            ("--listen-client-urls", "http://127.0.0.1:0"),
+            ("--advertise-client-urls", "http://127.0.0.1:2379"),
+            ("--listen-peer-urls", "http://127.0.0.1:0"),
+        ] {
+            if !extra_args.iter().any(|a| a == flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.args(&extra_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start stead");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Launched { child, data_dir: data_dir.to_path_buf(), extra_args, log: rx }
+    }
+
+    /// Waits for "serving insecure client requests on ADDR" and reads ADDR.
+    pub fn wait_ready(mut self) -> Server {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut seen = Vec::new();
+        let endpoint = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    let addr = line.split("serving insecure client requests on ").nth(1).map(|a| {
+                        a.split([',', ' ']).next().unwrap_or_default().to_string()
+                    });
+                    seen.push(line);
+                    if let Some(addr) = addr {
+                        break format!("http://{addr}");
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("stead did not become ready; its log:\n{}", seen.join("\n"));
+                }
+            }
+        };
+        Server {
+            child: Some(self.child),
+            data_dir: self.data_dir,
+            endpoint,
+            extra_args: self.extra_args,
+            _tmp: None,
+            log: self.log,
+            startup_log: seen,
+        }
+    }
+}
+
+/// Free loopback ports, found by binding port 0 (released before use: the usual
+/// small race, acceptable on a test machine).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+/// A statically bootstrapped cluster of real `stead` processes on loopback.
+pub struct Cluster {
+    pub members: Vec<Server>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(n);
+        let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        let initial: Vec<String> = urls.iter().enumerate().map(|(i, u)| format!("m{}={u}", i + 1)).collect();
+        let initial = initial.join(",");
+        let launched: Vec<Launched> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let mut args: Vec<String> = vec![
+                    "--name".into(),
+                    format!("m{}", i + 1),
+                    "--initial-cluster".into(),
+                    initial.clone(),
+                    "--initial-cluster-token".into(),
+                    "test-cluster".into(),
+                    "--initial-advertise-peer-urls".into(),
+                    url.clone(),
+                    "--listen-peer-urls".into(),
+                    url.clone(),
+                    "--heartbeat-interval".into(),
+                    "50".into(),
+                    "--election-timeout".into(),
+                    "500".into(),
+                ];
+                args.extend(extra_args.iter().map(|s| s.to_string()));
+                Launched::new(&tmp.path().join(format!("m{}", i + 1)), args)
+            })
+            .collect();
+        let members = launched.into_iter().map(Launched::wait_ready).collect();
+        Cluster { members, _tmp: tmp }
+    }
+
+    /// The index of the member every live member names as leader, if they agree.
+    pub fn leader(&self) -> Option<usize> {
+        let mut leader_id = None;
+        let mut ids = Vec::new();
+        for m in &self.members {
+            if m.child.is_none() {
+                ids.push(None);
+                continue;
+            }
+            let (status, st) = m.post("/v3/maintenance/status", "{}");
+            if status != 200 {
+                return None;
+            }
+            let leader = st["leader"].as_str().map(String::from);
+            if leader.is_none() || (leader_id.is_some() && leader_id != leader) {
+                return None;
+            }
+            leader_id = leader;
+            ids.push(st["header"]["member_id"].as_str().map(String::from));
+        }
+        ids.iter().position(|id| id.is_some() && *id == leader_id)
+    }
+
+    /// Waits (bounded) until the live members agree on a leader.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader agreed on within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
