@@ -33,6 +33,26 @@ pub enum RequestError {
     Stopped,
     #[error("too many requests")]
     TooManyRequests,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("member ID already exist")]
+    MemberExists,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("unhealthy cluster")]
+    Unhealthy,
+    #[error("leader changed")]
+    LeaderChanged,
+    #[error("not leader")]
+    NotLeader,
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
     /// The request body could not be decoded (gateway JSON, gRPC bytes).
     #[error("{0}")]
     Malformed(String),

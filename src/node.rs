@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpServer};
 
 use crate::actors::raft::RaftActor;
 use crate::actors::store::{HeaderIds, StoreActor, StorePeers};
 use crate::actors::wal::WalActor;
 use crate::compactor::{self, AutoCompaction};
 use crate::config::{ClusterState, Settings};
-use crate::net::gateway;
+use crate::net::listener::ClientServer;
 use crate::raft::{self, RaftNode, Restored};
 use crate::service::{ClientService, Limits};
+use crate::kv::members::{InitialMember, Members};
 use crate::storage::backend::SledBackend;
 use crate::storage::mvcc::MvccStore;
 use crate::storage::wal::{Wal, WalWriter, WalWriterOptions};
@@ -91,6 +91,7 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let backend = SledBackend::open(&db_dir).map_err(|e| NodeError::Backend(e.to_string()))?;
     let store = MvccStore::open(Arc::new(backend)).map_err(|e| NodeError::Backend(e.to_string()))?;
     let applied = store.consistent_index();
+    let members = Members::load(&**store.backend()).map_err(|e| NodeError::Backend(e.to_string()))?;
 
     let (wal, restored) = open_wal(&wal_dir, settings.cluster_state, cluster_id, member_id, applied)?;
     let voters: Vec<u64> = settings.initial_cluster.iter().map(|m| m.id).collect();
@@ -102,8 +103,13 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let node = RaftNode::new(raft_config, restored)?;
     let writer = WalWriter::spawn(wal, WalWriterOptions::default())?;
 
+    let initial_members: Vec<InitialMember> = settings
+        .initial_cluster
+        .iter()
+        .map(|m| InitialMember { id: m.id, name: m.name.clone(), peer_urls: m.peer_urls.clone() })
+        .collect();
     let system = System::new();
-    system.block_on(serve(settings, node, writer, store, cluster_id, member_id, applied, boot_millis))
+    system.block_on(serve(settings, node, writer, store, members, initial_members, cluster_id, member_id, applied, boot_millis))
 }
 
 /// Opens the WAL (or creates it for a new member) and turns what it replays into
@@ -166,6 +172,8 @@ async fn serve(
     node: RaftNode,
     writer: WalWriter,
     store: MvccStore,
+    members: Members,
+    initial_members: Vec<InitialMember>,
     cluster_id: u64,
     member_id: u64,
     applied: u64,
@@ -191,10 +199,16 @@ async fn serve(
         let raft_addr = ctx.address();
         let wal_recipient = raft_addr.clone().recipient();
         let wal_addr = WalActor::start_in_arbiter(&wal_arbiter, move |_| WalActor::new(writer, wal_recipient));
-        let peers = StorePeers { applied: raft_addr.clone().recipient(), durable: raft_addr.recipient() };
+        let peers = StorePeers {
+            applied: raft_addr.clone().recipient(),
+            durable: raft_addr.clone().recipient(),
+            members: raft_addr.recipient(),
+        };
         let ids = HeaderIds { cluster_id, member_id };
         let store_addr =
-            StoreActor::start_in_arbiter(&store_arbiter, move |_| StoreActor::new(store, ids, snapshot_count, peers));
+            StoreActor::start_in_arbiter(&store_arbiter, move |_| {
+                StoreActor::new(store, members, initial_members, ids, snapshot_count, peers)
+            });
         let _ = store_tx.send(store_addr.clone());
         RaftActor::new(
             node,
@@ -239,10 +253,7 @@ async fn serve(
         tracing::info!("compactor: automatic compaction {:?}", settings.auto_compaction);
         actix_rt::spawn(compactor::run(service.clone(), settings.auto_compaction));
     }
-    let data = web::Data::new(service);
-    let mut server = HttpServer::new(move || App::new().app_data(data.clone()).configure(gateway::configure))
-        .workers(2)
-        .shutdown_timeout(5);
+    let mut server = ClientServer::new(service);
     let mut bound = Vec::new();
     for listener in listeners {
         let addr = listener.local_addr().map_err(NodeError::Server)?;

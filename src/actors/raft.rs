@@ -15,7 +15,7 @@ use actix::prelude::*;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use crate::actors::store::{AppliedTo, Apply, AwaitApply, DurableTo, Responder, StoreActor};
+use crate::actors::store::{AppliedTo, Apply, AwaitApply, DurableTo, MembersChanged, Responder, StoreActor};
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
 use crate::proto::steadpb::{internal_request, InternalRequest, RequestHeader};
@@ -276,6 +276,13 @@ impl Handler<DurableTo> for RaftActor {
             // Already compacted there, or not applied yet: nothing to release now.
             Err(e) => tracing::debug!("no WAL release at {}: {e}", msg.index),
         }
+    }
+}
+
+impl Handler<MembersChanged> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: MembersChanged, _: &mut Context<Self>) {
+        tracing::debug!("membership: {} members", msg.0.len());
     }
 }
 

@@ -14,9 +14,16 @@ use tokio::sync::oneshot;
 use crate::error::RequestError;
 use crate::kv::apply::{self, Response};
 use crate::proto::etcdserverpb as pb;
-use crate::proto::steadpb::InternalRequest;
-use crate::raft::{Entry, EntryKind};
+use crate::kv::members::{InitialMember, Members};
+use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest};
+use crate::raft::{self, Entry, EntryKind};
+use prost::Message as _;
 use crate::storage::mvcc::MvccStore;
+
+/// A storage fault while applying: stop (the WAL still holds the entry).
+fn fault(index: u64, e: crate::storage::mvcc::MvccError) -> ! {
+    panic!("storage fault while applying index {index}: {e}")
+}
 
 /// How often the backend is made durable when nothing else asks for it.
 const BACKEND_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -84,10 +91,21 @@ pub struct DurableTo {
     pub index: u64,
 }
 
+/// Sent to the Raft actor: the member table after a change (peer links follow it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MembersChanged(pub Vec<pb::Member>);
+
+/// The cluster's members, as the applied log has them.
+#[derive(Message)]
+#[rtype(result = "Vec<pb::Member>")]
+pub struct GetMembers;
+
 /// Who the store reports progress to.
 pub struct StorePeers {
     pub applied: Recipient<AppliedTo>,
     pub durable: Recipient<DurableTo>,
+    pub members: Recipient<MembersChanged>,
 }
 
 /// Identity for response headers.
@@ -99,6 +117,10 @@ pub struct HeaderIds {
 
 pub struct StoreActor {
     store: MvccStore,
+    members: Members,
+    /// The initial membership from the configuration, recorded when the log's
+    /// bootstrap entry applies.
+    initial_members: Vec<InitialMember>,
     ids: HeaderIds,
     raft_term: u64,
     applied_index: u64,
@@ -117,10 +139,19 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    pub fn new(store: MvccStore, ids: HeaderIds, snapshot_count: u64, peers: StorePeers) -> Self {
+    pub fn new(
+        store: MvccStore,
+        members: Members,
+        initial_members: Vec<InitialMember>,
+        ids: HeaderIds,
+        snapshot_count: u64,
+        peers: StorePeers,
+    ) -> Self {
         let applied_index = store.consistent_index();
         StoreActor {
             store,
+            members,
+            initial_members,
             ids,
             raft_term: 0,
             applied_index,
@@ -152,6 +183,7 @@ impl StoreActor {
             Response::Txn(r) => self.fill_header(&mut r.header),
             Response::Compaction(r) => self.fill_header(&mut r.header),
             Response::Range(r) => self.fill_header(&mut r.header),
+            Response::Members(_) => {}
         }
         response
     }
@@ -168,35 +200,51 @@ impl StoreActor {
     /// clients waiting on them.
     fn apply_entries(&mut self, entries: &[Entry]) {
         let mut answers = Vec::new();
+        let mut members_changed = false;
         let mut batch = self.store.apply_batch();
         for entry in entries {
             if entry.index <= self.applied_index {
                 continue; // replayed from the WAL, already in the backend
             }
             assert_eq!(entry.index, self.applied_index + 1, "entries are applied in log order without gaps");
-            let request = match entry.kind {
-                EntryKind::Normal if !entry.data.is_empty() => {
-                    match <InternalRequest as prost::Message>::decode(entry.data.as_slice()) {
-                        Ok(r) => Some(r),
-                        Err(e) => panic!("undecodable committed entry at index {}: {e}", entry.index),
+            match entry.kind {
+                EntryKind::ConfChange => {
+                    let (change, context) = raft::ConfChange::decode_with_context(&entry.data)
+                        .unwrap_or_else(|| panic!("undecodable membership change at index {}", entry.index));
+                    let context = ConfChangeContext::decode(context.as_slice()).unwrap_or_default();
+                    self.members.apply_conf_change(&mut batch, &change, context.member, &self.initial_members);
+                    members_changed = true;
+                    if context.request_id != 0 {
+                        answers.push((context.request_id, Ok(Response::Members(self.members.list()))));
                     }
+                    batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
                 }
-                // A leader's no-op, or a membership change (the Raft core applies
-                // those): only the index moves.
-                _ => None,
-            };
-            match request {
-                None => {
-                    if let Err(e) = batch.set_consistent_index(entry.index) {
-                        panic!("storage fault while applying index {}: {e}", entry.index);
-                    }
+                // A new leader's no-op: only the index moves.
+                EntryKind::Normal if entry.data.is_empty() => {
+                    batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
                 }
-                Some(request) => {
-                    // Fail-stop on a storage fault: the WAL still has the entry,
-                    // and a restart replays it.
-                    let applied = apply::apply_entry(&mut batch, entry.index, &request).unwrap_or_else(|f| panic!("{f}"));
-                    let id = request.header.map(|h| h.id).unwrap_or_default();
-                    answers.push((id, applied.response));
+                EntryKind::Normal => {
+                    let request = InternalRequest::decode(entry.data.as_slice())
+                        .unwrap_or_else(|e| panic!("undecodable committed entry at index {}: {e}", entry.index));
+                    let id = request.header.as_ref().map(|h| h.id).unwrap_or_default();
+                    let response = match &request.request {
+                        Some(internal_request::Request::MemberAttributes(attrs)) => {
+                            self.members.apply_attributes(&mut batch, attrs);
+                            members_changed = true;
+                            batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                            Ok(Response::Members(self.members.list()))
+                        }
+                        Some(internal_request::Request::MemberPeerUrls(update)) => {
+                            let found = self.members.apply_peer_urls(&mut batch, update);
+                            members_changed |= found;
+                            batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                            if found { Ok(Response::Members(self.members.list())) } else { Err(RequestError::MemberNotFound) }
+                        }
+                        // Fail-stop on a storage fault: the WAL still has the entry,
+                        // and a restart replays it.
+                        _ => apply::apply_entry(&mut batch, entry.index, &request).unwrap_or_else(|f| panic!("{f}")).response,
+                    };
+                    answers.push((id, response));
                 }
             }
             self.applied_index = entry.index;
@@ -208,6 +256,9 @@ impl StoreActor {
             if let Some(responder) = self.waiters.remove(&id) {
                 let _ = responder.send(response.map(|r| self.finish(r)));
             }
+        }
+        if members_changed {
+            self.peers.members.do_send(MembersChanged(self.members.list()));
         }
     }
 
@@ -294,6 +345,13 @@ impl Handler<Read> for StoreActor {
         } else {
             self.pending_reads.entry(msg.read_index).or_default().push((msg.request, msg.responder));
         }
+    }
+}
+
+impl Handler<GetMembers> for StoreActor {
+    type Result = MessageResult<GetMembers>;
+    fn handle(&mut self, _: GetMembers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.members.list())
     }
 }
 

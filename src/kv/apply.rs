@@ -32,6 +32,8 @@ pub enum Response {
     Txn(pb::TxnResponse),
     Compaction(pb::CompactionResponse),
     Range(pb::RangeResponse),
+    /// After a membership change: every member.
+    Members(Vec<pb::Member>),
 }
 
 /// A fault of the store itself (not of the request): the node must stop rather
@@ -78,9 +80,13 @@ pub fn apply_entry(batch: &mut ApplyBatch<'_>, index: u64, req: &InternalRequest
         Some(internal_request::Request::Put(p)) => put(&mut txn, p).map(Response::Put),
         Some(internal_request::Request::DeleteRange(d)) => delete_range(&mut txn, d).map(Response::DeleteRange),
         Some(internal_request::Request::Txn(t)) => txn_in(&mut txn, t).map(Response::Txn),
-        Some(internal_request::Request::Compaction(_)) | None => {
-            Err(Failure::Request(RequestError::Malformed("empty request in log entry".into())))
-        }
+        // Compaction is handled above; membership records by the store actor.
+        Some(
+            internal_request::Request::Compaction(_)
+            | internal_request::Request::MemberAttributes(_)
+            | internal_request::Request::MemberPeerUrls(_),
+        )
+        | None => Err(Failure::Request(RequestError::Malformed("not a KV request in log entry".into()))),
     };
     match outcome {
         Ok(response) => {

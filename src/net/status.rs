@@ -34,6 +34,20 @@ impl Code {
     }
 }
 
+impl Code {
+    /// The same code as tonic names it (the numbers are gRPC's).
+    pub fn grpc(self) -> tonic::Code {
+        tonic::Code::from_i32(self as i32)
+    }
+}
+
+/// etcd's error for a request error as a gRPC status: etcd's code and text, as
+/// etcd's gRPC server answers (clients map the error back by its text).
+pub fn grpc_status(err: &RequestError) -> tonic::Status {
+    let (code, text) = etcd_status(err);
+    tonic::Status::new(code.grpc(), text)
+}
+
 /// etcd's (code, text) for a request error.
 pub fn etcd_status(err: &RequestError) -> (Code, String) {
     use RequestError::*;
@@ -52,6 +66,18 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Stopped => (Code::Unavailable, "etcdserver: server stopped"),
         TooManyRequests => (Code::ResourceExhausted, "etcdserver: too many requests"),
+        MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        MemberExists => (Code::FailedPrecondition, "etcdserver: member ID already exist"),
+        PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        MemberNotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        MemberBadUrls => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
+        NotEnoughStartedMembers => {
+            (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
+        }
+        Unhealthy => (Code::Unavailable, "etcdserver: unhealthy cluster"),
+        LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
+        NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+        BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
         Malformed(msg) => return (Code::InvalidArgument, msg.clone()),
         NotImplemented(what) => return (Code::Unimplemented, format!("stead: {what} is not implemented yet")),
         Internal(msg) => return (Code::Unknown, msg.clone()),

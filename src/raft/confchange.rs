@@ -4,6 +4,9 @@
 //! `[1u8, op u8, ...]` where op 1..=4 is followed by one `u64` node id
 //! (1 AddVoter, 2 AddLearner, 3 PromoteLearner, 4 Remove) and op 5 (Bootstrap) by
 //! `u32` voter count, the voter ids, `u32` learner count, the learner ids.
+//! Version 2 is the same followed by `u32` context length and the context: bytes
+//! the core carries but never reads (the state machine's record of the member,
+//! such as its peer URLs), so the change and its context commit as one entry.
 //!
 //! One change at a time (Raft thesis §4.1 single-server changes): any majority of
 //! the old voters and any majority of the new voters overlap, so no joint consensus
@@ -28,12 +31,29 @@ pub enum ConfChange {
 }
 
 const VERSION: u8 = 1;
+const VERSION_WITH_CONTEXT: u8 = 2;
+/// Bound on a decoded context, so a corrupt length cannot allocate wildly.
+const CONTEXT_MAX: usize = 64 * 1024;
 /// Bound on ids in a decoded Bootstrap: a corrupt count must not allocate wildly.
 const MEMBERS_MAX: usize = 1024;
 
 impl ConfChange {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
+        self.encode_as(VERSION)
+    }
+
+    /// The change plus an opaque context (at most 64 KiB; longer is cut, which the
+    /// caller's own validation prevents).
+    pub fn encode_with_context(&self, context: &[u8]) -> Vec<u8> {
+        let mut out = self.encode_as(VERSION_WITH_CONTEXT);
+        let context = &context[..context.len().min(CONTEXT_MAX)];
+        out.extend_from_slice(&(context.len() as u32).to_le_bytes());
+        out.extend_from_slice(context);
+        out
+    }
+
+    fn encode_as(&self, version: u8) -> Vec<u8> {
+        let mut out = vec![version];
         let single = |out: &mut Vec<u8>, op: u8, id: NodeId| {
             out.push(op);
             out.extend_from_slice(&id.to_le_bytes());
@@ -59,8 +79,14 @@ impl ConfChange {
     /// `None` for anything malformed. Every member decodes the same bytes the same
     /// way, so treating a malformed change as a no-op keeps members in agreement.
     pub fn decode(data: &[u8]) -> Option<ConfChange> {
+        Self::decode_with_context(data).map(|(cc, _)| cc)
+    }
+
+    /// The change and its context (empty for a version-1 encoding).
+    pub fn decode_with_context(data: &[u8]) -> Option<(ConfChange, Vec<u8>)> {
         let mut r = Reader { data, pos: 0 };
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != VERSION_WITH_CONTEXT {
             return None;
         }
         let cc = match r.u8()? {
@@ -84,10 +110,18 @@ impl ConfChange {
             }
             _ => return None,
         };
+        let mut context = Vec::new();
+        if version == VERSION_WITH_CONTEXT {
+            let n = r.u32()? as usize;
+            if n > CONTEXT_MAX {
+                return None;
+            }
+            context = r.take(n)?.to_vec();
+        }
         if r.pos != data.len() {
             return None;
         }
-        Some(cc)
+        Some((cc, context))
     }
 }
 
@@ -132,6 +166,11 @@ mod tests {
             ConfChange::Bootstrap(ConfState::default()),
         ];
         for cc in all {
+            let with_context = cc.encode_with_context(b"member record");
+            assert_eq!(ConfChange::decode_with_context(&with_context), Some((cc.clone(), b"member record".to_vec())));
+            for n in 0..with_context.len() {
+                assert_eq!(ConfChange::decode(&with_context[..n]), None);
+            }
             let bytes = cc.encode();
             assert_eq!(ConfChange::decode(&bytes), Some(cc.clone()));
             // Every strict prefix and any trailing byte is rejected.

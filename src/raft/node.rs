@@ -549,6 +549,12 @@ impl RaftNode {
 
     /// Propose a membership change (leader only; one at a time).
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), RaftError> {
+        self.propose_conf_change_with_context(cc, &[])
+    }
+
+    /// As `propose_conf_change`, with an opaque context committed in the same entry
+    /// (see `ConfChange::encode_with_context`).
+    pub fn propose_conf_change_with_context(&mut self, cc: ConfChange, context: &[u8]) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
                 leader: self.leader,
@@ -585,7 +591,7 @@ impl RaftNode {
             }
             _ => {}
         }
-        self.append_entry(EntryKind::ConfChange, cc.encode());
+        self.append_entry(EntryKind::ConfChange, cc.encode_with_context(context));
         self.pending_conf_index = self.log.last_index();
         Ok(())
     }

@@ -39,17 +39,20 @@ pub enum Bucket {
     AuthUsers,
     /// Auth roles.
     AuthRoles,
+    /// Cluster members: id -> member record (names, URLs, learner flag).
+    Members,
 }
 
 impl Bucket {
     /// Every bucket, for tools that walk the whole database.
-    pub const ALL: [Bucket; 6] = [
+    pub const ALL: [Bucket; 7] = [
         Bucket::Key,
         Bucket::Meta,
         Bucket::Lease,
         Bucket::Auth,
         Bucket::AuthUsers,
         Bucket::AuthRoles,
+        Bucket::Members,
     ];
 
     /// The byte that prefixes every engine key of this bucket. Part of the on-disk
@@ -62,6 +65,7 @@ impl Bucket {
             Bucket::Auth => b'a',
             Bucket::AuthUsers => b'u',
             Bucket::AuthRoles => b'r',
+            Bucket::Members => b'c',
         }
     }
 }

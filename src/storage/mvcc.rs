@@ -495,6 +495,9 @@ pub struct MvccStore {
     staged_bytes: usize,
     /// Whether meta (current revision, consistent index) changed since the last write.
     staged_meta: bool,
+    /// Writes to other buckets (members, leases, auth) applied with the staged
+    /// revisions, in the same backend batch as the consistent index.
+    staged_extra: WriteBatch,
     poisoned: bool,
 }
 
@@ -607,6 +610,7 @@ impl MvccStore {
             staged: BTreeMap::new(),
             staged_bytes: 0,
             staged_meta: false,
+            staged_extra: WriteBatch::new(),
             poisoned: false,
         };
         if let Some(s) = scheduled {
@@ -963,10 +967,16 @@ impl MvccStore {
     /// Like `write_staged`, with `extra` ops in the same batch (after the staged ones).
     fn write_staged_with(&mut self, extra: WriteBatch) -> Result<u64, MvccError> {
         self.check_usable()?;
-        if self.staged.is_empty() && !self.staged_meta && extra.is_empty() {
+        if self.staged.is_empty() && !self.staged_meta && extra.is_empty() && self.staged_extra.is_empty() {
             return Ok(self.written_consistent_index);
         }
         let mut batch = WriteBatch::new();
+        for op in std::mem::take(&mut self.staged_extra).ops() {
+            match op {
+                BatchOp::Put { bucket, key, value } => batch.put(*bucket, key.clone(), value.clone()),
+                BatchOp::Delete { bucket, key } => batch.delete(*bucket, key.clone()),
+            }
+        }
         for (rev, bytes) in std::mem::take(&mut self.staged) {
             batch.put(Bucket::Key, rev.to_bytes().to_vec(), bytes);
         }
@@ -1321,6 +1331,20 @@ impl ApplyBatch<'_> {
 
     pub fn store(&self) -> &MvccStore {
         self.store
+    }
+
+    /// Stages a write to a non-MVCC bucket (members, leases, auth): it reaches the
+    /// backend in the same batch as this apply batch's revisions and consistent
+    /// index. The MVCC buckets (`Key`, `Meta`) are the store's own.
+    pub fn stage_put(&mut self, bucket: Bucket, key: Vec<u8>, value: Vec<u8>) {
+        assert!(!matches!(bucket, Bucket::Key | Bucket::Meta), "the MVCC buckets are written by the store only");
+        self.store.staged_extra.put(bucket, key, value);
+    }
+
+    /// Stages a delete in a non-MVCC bucket (see [`ApplyBatch::stage_put`]).
+    pub fn stage_delete(&mut self, bucket: Bucket, key: Vec<u8>) {
+        assert!(!matches!(bucket, Bucket::Key | Bucket::Meta), "the MVCC buckets are written by the store only");
+        self.store.staged_extra.delete(bucket, key);
     }
 
     /// Compacts (see [`MvccStore::compact`]); what this batch staged is written
