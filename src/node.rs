@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
-use crate::actors::raft::RaftActor;
+use crate::actors::raft::{RaftActor, RaftWiring};
+use crate::proto::etcdserverpb as pb;
 use crate::actors::store::{HeaderIds, StoreActor, StorePeers};
 use crate::actors::wal::WalActor;
 use crate::compactor::{self, AutoCompaction};
@@ -64,13 +65,6 @@ fn create_dir(path: &Path) -> Result<(), NodeError> {
 
 /// Runs the member until it is stopped (SIGINT / SIGTERM).
 pub fn run(settings: Settings) -> Result<(), NodeError> {
-    if settings.initial_cluster.len() > 1 {
-        return Err(NodeError::NotImplemented(format!(
-            "a {}-member initial cluster: replication between members is not implemented yet; \
-             start a single member",
-            settings.initial_cluster.len()
-        )));
-    }
     let member_id = settings.member_id();
     let cluster_id = settings.cluster_id();
     tracing::info!(
@@ -185,14 +179,29 @@ async fn serve(
         .iter()
         .map(|addr| std::net::TcpListener::bind(addr).map_err(|source| NodeError::Listen { addr: *addr, source }))
         .collect::<Result<Vec<_>, _>>()?;
+    let peer_addr = settings.listen_peer[0];
+    let peer_listener =
+        std::net::TcpListener::bind(peer_addr).map_err(|source| NodeError::Listen { addr: peer_addr, source })?;
+    // Links go to the members the applied log knows; a new member starts from the
+    // initial cluster.
+    let boot_members: Vec<pb::Member> = if members.list().is_empty() {
+        initial_members
+            .iter()
+            .map(|m| pb::Member { id: m.id, name: m.name.clone(), peer_ur_ls: m.peer_urls.clone(), ..Default::default() })
+            .collect()
+    } else {
+        members.list()
+    };
 
     let raft_arbiter = Arbiter::new();
+    let peer_arbiter = Arbiter::new().handle();
     let store_arbiter = Arbiter::new().handle();
     let wal_arbiter = Arbiter::new().handle();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
     let tick = Duration::from_millis(settings.heartbeat_interval_ms);
     let (max_request_bytes, snapshot_count) = (settings.max_request_bytes, settings.snapshot_count);
+    let cluster_token = settings.cluster_token.clone();
     // The Raft actor is created first, on its own arbiter, so the WAL and store
     // actors can be given its address; they in turn are given to it.
     let raft_addr = RaftActor::start_in_arbiter(&raft_arbiter.handle(), move |ctx| {
@@ -210,18 +219,22 @@ async fn serve(
                 StoreActor::new(store, members, initial_members, ids, snapshot_count, peers)
             });
         let _ = store_tx.send(store_addr.clone());
-        RaftActor::new(
-            node,
+        let wiring = RaftWiring {
             cluster_id,
             member_id,
-            wal_addr,
-            store_addr,
-            tick,
+            wal: wal_addr,
+            store: store_addr,
+            cluster_token,
+            peer_listener,
+            peer_arbiter,
+            members: boot_members,
+            tick_interval: tick,
             max_request_bytes,
             boot_millis,
-            applied,
-            ready_tx,
-        )
+            applied_index: applied,
+            ready_notice: ready_tx,
+        };
+        RaftActor::new(node, wiring)
     });
     let store_addr = store_rx
         .await

@@ -19,7 +19,11 @@ use crate::actors::store::{AppliedTo, Apply, AwaitApply, DurableTo, MembersChang
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
 use crate::proto::steadpb::{internal_request, InternalRequest, RequestHeader};
-use crate::raft::{Message, RaftError, RaftNode, Role};
+use crate::net::peer::{
+    InboundMessages, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages, Unreachable,
+};
+use crate::proto::etcdserverpb as pb;
+use crate::raft::{Message, MessageBody, NodeId, RaftError, RaftNode, Role};
 
 /// A client write to replicate. Answered once the entry is in the local log (or
 /// refused); the applied result goes to `responder` later.
@@ -55,12 +59,46 @@ pub struct RaftStatus {
 /// the moment etcd logs "ready to serve client requests".
 pub type ReadyNotice = oneshot::Sender<()>;
 
+/// Everything a Raft actor is connected to, fixed at start.
+pub struct RaftWiring {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub wal: Addr<WalActor>,
+    pub store: Addr<StoreActor>,
+    /// The cluster token, for ids of members added later (as etcd derives them).
+    pub cluster_token: String,
+    /// The bound peer port; the actor serves it once started.
+    pub peer_listener: std::net::TcpListener,
+    /// Where the peer links run.
+    pub peer_arbiter: ArbiterHandle,
+    /// The members known at boot (the applied member table, or the initial
+    /// cluster for a new member): a link is dialled to each other one.
+    pub members: Vec<pb::Member>,
+    pub tick_interval: Duration,
+    pub max_request_bytes: usize,
+    /// Wall-clock milliseconds at boot: seeds request ids (never a decision).
+    pub boot_millis: u64,
+    /// The backend's consistent index at boot.
+    pub applied_index: u64,
+    pub ready_notice: ReadyNotice,
+}
+
 pub struct RaftActor {
     node: RaftNode,
     cluster_id: u64,
     member_id: u64,
     wal: Addr<WalActor>,
     store: Addr<StoreActor>,
+    cluster_token: String,
+    /// One outbound link per other member, with the peer URLs it dials.
+    peers: HashMap<NodeId, (Vec<String>, Addr<PeerActor>)>,
+    peer_arbiter: ArbiterHandle,
+    /// Taken when the actor starts: the inbound side of the transport.
+    peer_socket: Option<std::net::TcpListener>,
+    peer_listener: Option<PeerListener>,
+    boot_members: Vec<pb::Member>,
+    /// Clients waiting for leadership to move to a member.
+    transfer_waiters: Vec<(NodeId, oneshot::Sender<Result<(), RequestError>>)>,
     tick_interval: Duration,
     max_request_bytes: usize,
     /// Request ids: this member's low 16 bits, then a counter seeded from the boot
@@ -75,32 +113,27 @@ pub struct RaftActor {
 }
 
 impl RaftActor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        node: RaftNode,
-        cluster_id: u64,
-        member_id: u64,
-        wal: Addr<WalActor>,
-        store: Addr<StoreActor>,
-        tick_interval: Duration,
-        max_request_bytes: usize,
-        boot_millis: u64,
-        applied_index: u64,
-        ready_notice: ReadyNotice,
-    ) -> Self {
+    pub fn new(node: RaftNode, w: RaftWiring) -> Self {
         RaftActor {
             node,
-            cluster_id,
-            member_id,
-            wal,
-            store,
-            tick_interval,
-            max_request_bytes,
-            next_request_id: ((member_id & 0xffff) << 48) | ((boot_millis & 0xff_ffff_ffff) << 8),
+            cluster_id: w.cluster_id,
+            member_id: w.member_id,
+            wal: w.wal,
+            store: w.store,
+            cluster_token: w.cluster_token,
+            peers: HashMap::new(),
+            peer_arbiter: w.peer_arbiter,
+            peer_socket: Some(w.peer_listener),
+            peer_listener: None,
+            boot_members: w.members,
+            transfer_waiters: Vec::new(),
+            tick_interval: w.tick_interval,
+            max_request_bytes: w.max_request_bytes,
+            next_request_id: ((w.member_id & 0xffff) << 48) | ((w.boot_millis & 0xff_ffff_ffff) << 8),
             read_waiters: HashMap::new(),
             next_read_ctx: 1,
-            applied_index,
-            ready_notice: Some(ready_notice),
+            applied_index: w.applied_index,
+            ready_notice: Some(w.ready_notice),
             last_leader: None,
         }
     }
@@ -120,9 +153,9 @@ impl RaftActor {
             }
             self.send(ready.messages);
             if let Some(meta) = &ready.snapshot {
-                // Only a leader's InstallSnapshot produces this, and peers arrive
-                // with replication: a single member can never get here.
-                panic!("snapshot install at index {} without a peer transport", meta.index);
+                // Only a stepped snapshot message produces this, and those are
+                // dropped on arrival until snapshot install exists.
+                panic!("raft asked to install a snapshot at index {}, which is not implemented", meta.index);
             }
             match ready.persist_ack {
                 Some(ack) => self.wal.do_send(Append {
@@ -145,11 +178,61 @@ impl RaftActor {
         }
     }
 
-    /// Peer messages. A single member has no peers; the transport arrives with
-    /// replication (the peer actors).
+    /// Hands each message to the link of the member it is for, one batch per peer.
     fn send(&mut self, messages: Vec<Message>) {
+        let mut by_peer: HashMap<NodeId, Vec<Message>> = HashMap::new();
         for m in messages {
-            tracing::debug!(to = m.to, "no transport to peer yet; dropping raft message");
+            if let MessageBody::Snapshot { meta } = &m.body {
+                // Streaming the store to a follower that fell behind the compacted
+                // log is not implemented yet: say so, and let Raft retry later.
+                tracing::error!(
+                    "member {:x} needs a snapshot at index {}: snapshot transfer is not implemented yet",
+                    m.to,
+                    meta.index
+                );
+                self.node.report_snapshot(m.to, false);
+                continue;
+            }
+            by_peer.entry(m.to).or_default().push(m);
+        }
+        for (to, batch) in by_peer {
+            match self.peers.get(&to) {
+                Some((_, link)) => link.do_send(SendMessages(batch)),
+                None => tracing::warn!("no link to member {to:x}; dropping {} raft messages", batch.len()),
+            }
+        }
+    }
+
+    /// Makes the links and the listener's allowed set match `members`: a link to
+    /// each other member (re-dialled when its peer URLs change), none to others.
+    fn connect_peers(&mut self, members: &[pb::Member], ctx: &mut Context<Self>) {
+        let wanted: HashMap<NodeId, &pb::Member> =
+            members.iter().filter(|m| m.id != self.member_id).map(|m| (m.id, m)).collect();
+        // Dropping a link's last address stops it (and closes its connection).
+        self.peers.retain(|id, (urls, _)| wanted.get(id).is_some_and(|m| &m.peer_ur_ls == urls));
+        for (id, m) in wanted {
+            if self.peers.contains_key(&id) {
+                continue;
+            }
+            let Some(url) = m.peer_ur_ls.first().cloned() else { continue };
+            let config = PeerLinkConfig {
+                cluster_id: self.cluster_id,
+                local_member_id: self.member_id,
+                remote_member_id: id,
+                peer_url: url,
+                limits: PeerLimits::default(),
+            };
+            let unreachable = ctx.address().recipient();
+            match PeerActor::new(config, unreachable) {
+                Ok(actor) => {
+                    let link = PeerActor::start_in_arbiter(&self.peer_arbiter, move |_| actor);
+                    self.peers.insert(id, (m.peer_ur_ls.clone(), link));
+                }
+                Err(e) => tracing::error!("cannot link to member {id:x} at {:?}: {e}", m.peer_ur_ls),
+            }
+        }
+        if let Some(listener) = &self.peer_listener {
+            listener.set_members(members.iter().map(|m| m.id));
         }
     }
 
@@ -196,6 +279,15 @@ impl Actor for RaftActor {
                 tracing::warn!("could not campaign at start: {e}");
             }
         }
+        if let Some(socket) = self.peer_socket.take() {
+            let members: Vec<NodeId> = self.boot_members.iter().map(|m| m.id).collect();
+            match PeerListener::start(socket, self.cluster_id, self.member_id, members, ctx.address().recipient()) {
+                Ok(listener) => self.peer_listener = Some(listener),
+                Err(e) => panic!("cannot serve the peer port: {e}"),
+            }
+        }
+        let members = std::mem::take(&mut self.boot_members);
+        self.connect_peers(&members, ctx);
         ctx.run_interval(self.tick_interval, |act, _| {
             act.node.tick();
             act.drive();
@@ -279,10 +371,36 @@ impl Handler<DurableTo> for RaftActor {
     }
 }
 
+impl Handler<InboundMessages> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: InboundMessages, _: &mut Context<Self>) {
+        for m in msg.0 {
+            if let MessageBody::Snapshot { meta } = &m.body {
+                // The snapshot's data would have to arrive first (not implemented
+                // yet); stepping the bare metadata would reset the log to nothing.
+                tracing::error!("dropping a snapshot at index {} from {:x}: snapshot install is not implemented yet", meta.index, m.from);
+                continue;
+            }
+            if let Err(e) = self.node.step(m) {
+                tracing::debug!("raft: message not stepped: {e}");
+            }
+        }
+        self.drive();
+    }
+}
+
+impl Handler<Unreachable> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: Unreachable, _: &mut Context<Self>) {
+        self.node.report_unreachable(msg.to);
+        self.drive();
+    }
+}
+
 impl Handler<MembersChanged> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: MembersChanged, _: &mut Context<Self>) {
-        tracing::debug!("membership: {} members", msg.0.len());
+    fn handle(&mut self, msg: MembersChanged, ctx: &mut Context<Self>) {
+        self.connect_peers(&msg.0, ctx);
     }
 }
 
