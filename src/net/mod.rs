@@ -1,4 +1,7 @@
 //! Everything that knows a wire format: the JSON gateway, and etcd's error codes
 //! and texts.
 pub mod gateway;
+pub mod grpc;
+pub mod listener;
+pub mod peer;
 pub mod status;

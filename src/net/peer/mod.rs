@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use crate::raft::NodeId;
 
-pub use actor::{PeerActor, SendMessages, Unreachable};
-pub use listener::{InboundMessages, PeerListener, SetPeerMembers};
+pub use actor::{PeerActor, PeerLinkConfig, SendMessages, Unreachable};
+pub use listener::{InboundMessages, PeerListener};
 
 /// Why a peer connection, frame or handshake failed. Every one of these ends the
 /// connection it happened on (after a log line); none of them stops the member.
@@ -37,7 +37,9 @@ pub enum PeerError {
     Io(#[from] std::io::Error),
     #[error("frame of {len_bytes} bytes exceeds the limit of {max_bytes} bytes")]
     FrameTooLarge { len_bytes: u64, max_bytes: u32 },
-    #[error("frame checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}")]
+    #[error(
+        "frame checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}"
+    )]
     ChecksumMismatch { expected: u32, actual: u32 },
     #[error("frame truncated: expected {expected_bytes} bytes, got {got_bytes}")]
     Truncated { expected_bytes: u64, got_bytes: u64 },
@@ -53,8 +55,29 @@ pub enum PeerError {
     HandshakeRefused(#[from] HandshakeRefusal),
     #[error("peer url {url:?}: {reason}")]
     BadPeerUrl { url: String, reason: &'static str },
-    #[error("frame limit of {requested_bytes} bytes is above the ceiling of {ceiling_bytes} bytes")]
-    FrameLimitAboveCeiling { requested_bytes: u32, ceiling_bytes: u32 },
+    #[error(
+        "frame limit of {requested_bytes} bytes is above the ceiling of {ceiling_bytes} bytes"
+    )]
+    FrameLimitAboveCeiling {
+        requested_bytes: u32,
+        ceiling_bytes: u32,
+    },
+    #[error("peer limit {0} must be at least 1")]
+    LimitZero(&'static str),
+    #[error("a second handshake on an established connection")]
+    UnexpectedHandshake,
+    /// The listener side never writes: anything it sends is a protocol error.
+    #[error("the listener sent {0} bytes; it must never write")]
+    UnexpectedData(usize),
+    #[error("connection closed by the remote member")]
+    ConnectionClosed,
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("write not finished within {0:?}")]
+    WriteTimeout(Duration),
+    /// The actor inbound messages go to has stopped.
+    #[error("the inbound message recipient has stopped")]
+    RecipientGone,
 }
 
 /// Why the listener refused a connection's handshake.
@@ -91,6 +114,9 @@ pub struct PeerLimits {
     pub reconnect_backoff_max: Duration,
     /// How long a TCP connect may take before it counts as a failure.
     pub connect_timeout: Duration,
+    /// How long one frame write may take; past it the link is considered dead
+    /// (a peer that stopped reading must not hold the link forever).
+    pub write_timeout: Duration,
     /// How long an inbound connection may take to send its handshake.
     pub handshake_timeout: Duration,
     /// Most inbound connections served at once; more are closed on accept.
@@ -106,6 +132,7 @@ impl Default for PeerLimits {
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             inbound_connections_max: 128,
         }
@@ -113,8 +140,21 @@ impl Default for PeerLimits {
 }
 
 impl PeerLimits {
-    /// Refuses limits the codec cannot honour (a frame budget above the ceiling).
+    /// Refuses limits the transport cannot honour: a frame budget above the codec's
+    /// ceiling, or a zero size (a zero-capacity queue cannot exist).
     pub fn validate(&self) -> Result<(), PeerError> {
+        if self.frame_bytes_max == 0 {
+            return Err(PeerError::LimitZero("frame_bytes_max"));
+        }
+        if self.frame_messages_max == 0 {
+            return Err(PeerError::LimitZero("frame_messages_max"));
+        }
+        if self.queue_messages_max == 0 {
+            return Err(PeerError::LimitZero("queue_messages_max"));
+        }
+        if self.inbound_connections_max == 0 {
+            return Err(PeerError::LimitZero("inbound_connections_max"));
+        }
         if self.frame_bytes_max > codec::FRAME_BYTES_CEILING {
             return Err(PeerError::FrameLimitAboveCeiling {
                 requested_bytes: self.frame_bytes_max,

@@ -1,0 +1,205 @@
+//! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
+//! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
+//! `KV` and `Maintenance.Status` are served; every other RPC of etcd's services
+//! is registered and answers `Unimplemented` with a "stead: ... is not implemented
+//! yet" text, never a fake success.
+//!
+//! Owns decoding and encoding only (tonic does both); every request goes to the
+//! `ClientService`, and errors become etcd's code and text through
+//! `net::status`. It must never hold state of its own.
+
+use futures::stream::BoxStream;
+use tonic::service::Routes;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::RequestError;
+use crate::net::status::grpc_status;
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::auth_server::{Auth, AuthServer};
+use crate::proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
+use crate::proto::etcdserverpb::kv_server::{Kv, KvServer};
+use crate::proto::etcdserverpb::lease_server::{Lease, LeaseServer};
+use crate::proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
+use crate::proto::etcdserverpb::watch_server::{Watch, WatchServer};
+use crate::service::ClientService;
+
+/// What etcd allows a gRPC request beyond `max-request-bytes` (its
+/// `grpcOverheadBytes`): the request limit itself is checked on the decoded
+/// request, with etcd's "request is too large".
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// etcd's largest gRPC response (`math.MaxInt32`).
+const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
+
+/// Every etcd v3 service, ready to be served on a connection.
+pub fn routes(service: ClientService) -> Routes {
+    let request_bytes_max = service.limits().max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+    // Each generated server has its own limits setters, hence the repetition.
+    macro_rules! limited {
+        ($server:expr) => {
+            $server.max_decoding_message_size(request_bytes_max).max_encoding_message_size(RESPONSE_BYTES_MAX)
+        };
+    }
+    Routes::new(limited!(KvServer::new(KvApi { service: service.clone() })))
+        .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service })))
+        .add_service(limited!(WatchServer::new(NotServed)))
+        .add_service(limited!(LeaseServer::new(NotServed)))
+        .add_service(limited!(ClusterServer::new(NotServed)))
+        .add_service(limited!(AuthServer::new(NotServed)))
+}
+
+/// A service's answer as gRPC: the response, or etcd's code and text.
+fn reply<T>(result: Result<T, RequestError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|e| grpc_status(&e))
+}
+
+/// Implements a tonic service trait: the RPCs written out in `served`, and every
+/// RPC listed in `not_implemented` answering `Unimplemented` with
+/// "stead: etcdserverpb.<Service>/<Rpc> is not implemented yet".
+macro_rules! grpc_service {
+    (
+        impl $trait:ident for $ty:ty {
+            served { $($served:tt)* }
+            not_implemented($service:literal) {
+                $($rpc:ident($req:ty) -> $resp:ty = $name:literal;)*
+            }
+        }
+    ) => {
+        #[tonic::async_trait]
+        impl $trait for $ty {
+            $($served)*
+            $(
+                async fn $rpc(&self, _request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    Err(grpc_status(&RequestError::NotImplemented(concat!(
+                        "etcdserverpb.", $service, "/", $name
+                    ))))
+                }
+            )*
+        }
+    };
+}
+
+/// `etcdserverpb.KV`: every RPC served.
+struct KvApi {
+    service: ClientService,
+}
+
+#[tonic::async_trait]
+impl Kv for KvApi {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        reply(self.service.range(request.into_inner()).await)
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        reply(self.service.put(request.into_inner()).await)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        reply(self.service.delete_range(request.into_inner()).await)
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        reply(self.service.txn(request.into_inner()).await)
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        reply(self.service.compact(request.into_inner()).await)
+    }
+}
+
+/// `etcdserverpb.Maintenance`: `Status` served, the rest not yet.
+struct MaintenanceApi {
+    service: ClientService,
+}
+
+grpc_service! {
+    impl Maintenance for MaintenanceApi {
+        served {
+            type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
+
+            async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+                reply(self.service.status().await)
+            }
+        }
+        not_implemented("Maintenance") {
+            alarm(pb::AlarmRequest) -> pb::AlarmResponse = "Alarm";
+            defragment(pb::DefragmentRequest) -> pb::DefragmentResponse = "Defragment";
+            hash(pb::HashRequest) -> pb::HashResponse = "Hash";
+            hash_kv(pb::HashKvRequest) -> pb::HashKvResponse = "HashKV";
+            snapshot(pb::SnapshotRequest) -> Self::SnapshotStream = "Snapshot";
+            move_leader(pb::MoveLeaderRequest) -> pb::MoveLeaderResponse = "MoveLeader";
+        }
+    }
+}
+
+/// The services stead does not serve yet: registered, so a client gets a clear
+/// `Unimplemented` naming the RPC rather than an anonymous "unknown service".
+struct NotServed;
+
+grpc_service! {
+    impl Watch for NotServed {
+        served {
+            type WatchStream = BoxStream<'static, Result<pb::WatchResponse, Status>>;
+        }
+        not_implemented("Watch") {
+            watch(Streaming<pb::WatchRequest>) -> Self::WatchStream = "Watch";
+        }
+    }
+}
+
+grpc_service! {
+    impl Lease for NotServed {
+        served {
+            type LeaseKeepAliveStream = BoxStream<'static, Result<pb::LeaseKeepAliveResponse, Status>>;
+        }
+        not_implemented("Lease") {
+            lease_grant(pb::LeaseGrantRequest) -> pb::LeaseGrantResponse = "LeaseGrant";
+            lease_revoke(pb::LeaseRevokeRequest) -> pb::LeaseRevokeResponse = "LeaseRevoke";
+            lease_keep_alive(Streaming<pb::LeaseKeepAliveRequest>) -> Self::LeaseKeepAliveStream = "LeaseKeepAlive";
+            lease_time_to_live(pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse = "LeaseTimeToLive";
+            lease_leases(pb::LeaseLeasesRequest) -> pb::LeaseLeasesResponse = "LeaseLeases";
+        }
+    }
+}
+
+grpc_service! {
+    impl Cluster for NotServed {
+        served {}
+        not_implemented("Cluster") {
+            member_add(pb::MemberAddRequest) -> pb::MemberAddResponse = "MemberAdd";
+            member_remove(pb::MemberRemoveRequest) -> pb::MemberRemoveResponse = "MemberRemove";
+            member_update(pb::MemberUpdateRequest) -> pb::MemberUpdateResponse = "MemberUpdate";
+            member_list(pb::MemberListRequest) -> pb::MemberListResponse = "MemberList";
+            member_promote(pb::MemberPromoteRequest) -> pb::MemberPromoteResponse = "MemberPromote";
+        }
+    }
+}
+
+grpc_service! {
+    impl Auth for NotServed {
+        served {}
+        not_implemented("Auth") {
+            auth_enable(pb::AuthEnableRequest) -> pb::AuthEnableResponse = "AuthEnable";
+            auth_disable(pb::AuthDisableRequest) -> pb::AuthDisableResponse = "AuthDisable";
+            authenticate(pb::AuthenticateRequest) -> pb::AuthenticateResponse = "Authenticate";
+            user_add(pb::AuthUserAddRequest) -> pb::AuthUserAddResponse = "UserAdd";
+            user_get(pb::AuthUserGetRequest) -> pb::AuthUserGetResponse = "UserGet";
+            user_list(pb::AuthUserListRequest) -> pb::AuthUserListResponse = "UserList";
+            user_delete(pb::AuthUserDeleteRequest) -> pb::AuthUserDeleteResponse = "UserDelete";
+            user_change_password(pb::AuthUserChangePasswordRequest) -> pb::AuthUserChangePasswordResponse = "UserChangePassword";
+            user_grant_role(pb::AuthUserGrantRoleRequest) -> pb::AuthUserGrantRoleResponse = "UserGrantRole";
+            user_revoke_role(pb::AuthUserRevokeRoleRequest) -> pb::AuthUserRevokeRoleResponse = "UserRevokeRole";
+            role_add(pb::AuthRoleAddRequest) -> pb::AuthRoleAddResponse = "RoleAdd";
+            role_get(pb::AuthRoleGetRequest) -> pb::AuthRoleGetResponse = "RoleGet";
+            role_list(pb::AuthRoleListRequest) -> pb::AuthRoleListResponse = "RoleList";
+            role_delete(pb::AuthRoleDeleteRequest) -> pb::AuthRoleDeleteResponse = "RoleDelete";
+            role_grant_permission(pb::AuthRoleGrantPermissionRequest) -> pb::AuthRoleGrantPermissionResponse = "RoleGrantPermission";
+            role_revoke_permission(pb::AuthRoleRevokePermissionRequest) -> pb::AuthRoleRevokePermissionResponse = "RoleRevokePermission";
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! `PeerActor`: the outbound link to one remote member.
+//!
+//! Owns one TCP connection to that member's peer URL and the bounded queue in front
+//! of it. `SendMessages` only enqueues (never waits on the network); a link task on
+//! the actor's arbiter connects, sends the handshake, drains the queue into batched
+//! frames and writes them with async I/O. On any failure it drops the connection,
+//! reports [`Unreachable`] and reconnects with exponential backoff.
+//!
+//! It must never block the event loop, never queue without bound, and never retry
+//! a message: while the link is down, messages are dropped and Raft retransmits
+//! (the `Unreachable` report moves the follower's progress back to probing). It
+//! reads nothing from the connection except to notice that it closed.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::codec::{self, Frame, Handshake, PROTOCOL_VERSION};
+use super::{PeerError, PeerLimits};
+use crate::raft::{Message, NodeId};
+
+/// Raft messages for this actor's remote member, in the order to send them.
+/// Enqueued without waiting; those that do not fit the queue are dropped and the
+/// member is reported [`Unreachable`].
+#[derive(Debug)]
+pub struct SendMessages(pub Vec<Message>);
+
+impl actix::Message for SendMessages {
+    type Result = ();
+}
+
+/// "Messages to member `to` were (or may have been) lost": its link is down or its
+/// queue is full. The Raft actor answers with `report_unreachable(to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable {
+    pub to: NodeId,
+}
+
+impl actix::Message for Unreachable {
+    type Result = ();
+}
+
+/// Who this link connects, and how.
+#[derive(Debug, Clone)]
+pub struct PeerLinkConfig {
+    pub cluster_id: u64,
+    pub local_member_id: NodeId,
+    pub remote_member_id: NodeId,
+    /// The remote member's peer URL, `http://host:port` (etcd's form). TLS is not
+    /// supported yet: `https://` is refused at construction.
+    pub peer_url: String,
+    pub limits: PeerLimits,
+}
+
+/// The outbound link to one remote member. One actor per member; stopping it
+/// closes the connection.
+pub struct PeerActor {
+    link: LinkParams,
+    unreachable: Recipient<Unreachable>,
+    queue: Option<mpsc::Sender<Message>>,
+    link_task: Option<actix_rt::task::JoinHandle<()>>,
+    /// Set when a full queue was reported; cleared when a message fits again, so a
+    /// stream of sends into a full queue costs one report, not one per send.
+    queue_full_reported: bool,
+}
+
+/// What the link task needs; owned by it once spawned.
+#[derive(Debug, Clone)]
+struct LinkParams {
+    socket_addr: String,
+    handshake: Handshake,
+    limits: PeerLimits,
+}
+
+impl PeerActor {
+    /// Checks the URL and limits; the connection is made once the actor starts.
+    pub fn new(
+        config: PeerLinkConfig,
+        unreachable: Recipient<Unreachable>,
+    ) -> Result<PeerActor, PeerError> {
+        config.limits.validate()?;
+        let socket_addr = peer_socket_addr(&config.peer_url)?;
+        Ok(PeerActor {
+            link: LinkParams {
+                socket_addr,
+                handshake: Handshake {
+                    protocol_version: PROTOCOL_VERSION,
+                    cluster_id: config.cluster_id,
+                    from: config.local_member_id,
+                    to: config.remote_member_id,
+                },
+                limits: config.limits,
+            },
+            unreachable,
+            queue: None,
+            link_task: None,
+            queue_full_reported: false,
+        })
+    }
+
+    fn remote(&self) -> NodeId {
+        self.link.handshake.to
+    }
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::channel(self.link.limits.queue_messages_max);
+        self.queue = Some(tx);
+        self.link_task = Some(actix_rt::spawn(run_link(
+            self.link.clone(),
+            rx,
+            self.unreachable.clone(),
+        )));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Dropping the queue alone would end the task only once it next looks at
+        // the queue; abort so a connect or backoff in progress ends now too.
+        self.queue = None;
+        if let Some(task) = self.link_task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Handler<SendMessages> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendMessages, _ctx: &mut Self::Context) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let mut dropped = 0usize;
+        for m in msg.0 {
+            match queue.try_send(m) {
+                Ok(()) => self.queue_full_reported = false,
+                // Full: the link is slower than Raft. Closed: the link task ended
+                // (it only does when the actor stops). Either way, drop.
+                Err(_) => dropped += 1,
+            }
+        }
+        if dropped > 0 && !self.queue_full_reported {
+            self.queue_full_reported = true;
+            tracing::warn!(
+                remote = format!("{:x}", self.remote()),
+                dropped,
+                queue_messages_max = self.link.limits.queue_messages_max,
+                "peer queue full: dropping messages, reporting unreachable"
+            );
+            self.unreachable.do_send(Unreachable { to: self.remote() });
+        }
+    }
+}
+
+/// `http://host:port` → `host:port`. A bare `host:port` is accepted too.
+fn peer_socket_addr(url: &str) -> Result<String, PeerError> {
+    let bad = |reason| PeerError::BadPeerUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") {
+        return Err(bad("TLS peer URLs are not supported yet"));
+    } else if url.contains("://") {
+        return Err(bad("scheme must be http"));
+    } else {
+        url
+    };
+    let host_port = rest.strip_suffix('/').unwrap_or(rest);
+    if host_port.contains('/') {
+        return Err(bad("a peer URL has no path"));
+    }
+    let Some((host, port)) = host_port.rsplit_once(':') else {
+        return Err(bad("missing port"));
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(bad("port is not a number in 0..=65535"));
+    }
+    Ok(host_port.to_string())
+}
+
+/// Why a connected link ended.
+enum LinkEnd {
+    /// The actor stopped: the task ends.
+    QueueClosed,
+    Failed(PeerError),
+}
+
+/// The link task: connect, serve, and on failure report, back off, and retry,
+/// until the actor drops the queue.
+async fn run_link(
+    link: LinkParams,
+    mut queue: mpsc::Receiver<Message>,
+    unreachable: Recipient<Unreachable>,
+) {
+    let remote = format!("{:x}", link.handshake.to);
+    let limits = &link.limits;
+    let mut backoff = limits.reconnect_backoff_min;
+    // Logged at warn only on the first failure of a streak: a member that is down
+    // for an hour must not write a warning every two seconds.
+    let mut failures_in_a_row = 0u64;
+    loop {
+        let attempt_started = Instant::now();
+        match connect(&link).await {
+            Ok(stream) => {
+                tracing::info!(remote, addr = link.socket_addr, "peer link connected");
+                failures_in_a_row = 0;
+                match serve_link(stream, &mut queue, limits).await {
+                    LinkEnd::QueueClosed => return,
+                    LinkEnd::Failed(error) => {
+                        tracing::warn!(remote, addr = link.socket_addr, %error, "peer link lost");
+                    }
+                }
+                // A link that stayed up a while was healthy: start the backoff
+                // over. One that a listener refuses at once keeps backing off.
+                if attempt_started.elapsed() >= limits.reconnect_backoff_max {
+                    backoff = limits.reconnect_backoff_min;
+                }
+            }
+            Err(error) => {
+                failures_in_a_row += 1;
+                if failures_in_a_row == 1 {
+                    tracing::warn!(remote, addr = link.socket_addr, %error, "peer connect failed; retrying with backoff");
+                } else {
+                    tracing::debug!(remote, addr = link.socket_addr, %error, failures_in_a_row, "peer connect failed");
+                }
+            }
+        }
+        // One report per failed attempt: bounded by the backoff, and it covers
+        // everything dropped until the next attempt.
+        unreachable.do_send(Unreachable {
+            to: link.handshake.to,
+        });
+        if drop_until(&mut queue, Instant::now() + backoff)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        backoff = (backoff * 2).min(limits.reconnect_backoff_max);
+    }
+}
+
+/// Waits until `deadline`, dropping whatever is queued meanwhile (Raft will
+/// retransmit once the link is back). `Err` when the queue closed.
+async fn drop_until(queue: &mut mpsc::Receiver<Message>, deadline: Instant) -> Result<(), ()> {
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return Ok(()),
+            m = queue.recv() => {
+                if m.is_none() {
+                    return Err(());
+                }
+            }
+        }
+    }
+}
+
+async fn connect(link: &LinkParams) -> Result<TcpStream, PeerError> {
+    let limits = &link.limits;
+    let stream = tokio::time::timeout(
+        limits.connect_timeout,
+        TcpStream::connect(link.socket_addr.as_str()),
+    )
+    .await
+    .map_err(|_| PeerError::ConnectTimeout(limits.connect_timeout))??;
+    // We batch ourselves; Nagle would only add latency to heartbeats.
+    stream.set_nodelay(true)?;
+    let mut stream = stream;
+    let handshake = codec::encode_frame(&Frame::Handshake(link.handshake), limits.frame_bytes_max)?;
+    write_with_timeout(&mut stream, &handshake, limits.write_timeout).await?;
+    Ok(stream)
+}
+
+async fn write_with_timeout<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), PeerError> {
+    tokio::time::timeout(timeout, writer.write_all(bytes))
+        .await
+        .map_err(|_| PeerError::WriteTimeout(timeout))??;
+    Ok(())
+}
+
+/// Sends queued messages on a connected link until it fails or the queue closes.
+/// Each frame takes everything queued at that moment (up to the frame limits).
+async fn serve_link(
+    stream: TcpStream,
+    queue: &mut mpsc::Receiver<Message>,
+    limits: &PeerLimits,
+) -> LinkEnd {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut probe = [0u8; 64];
+    loop {
+        let first = tokio::select! {
+            m = queue.recv() => match m {
+                Some(m) => m,
+                None => return LinkEnd::QueueClosed,
+            },
+            // The listener never writes, so the read side completes only when the
+            // connection closed (listener stopped, or refused our handshake).
+            // Watching it notices a dead link even when there is nothing to send.
+            r = reader.read(&mut probe) => return LinkEnd::Failed(closed_reason(r)),
+        };
+        let mut batch = vec![first];
+        while batch.len() < limits.frame_messages_max {
+            match queue.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = write_batch(&mut writer, batch, limits).await {
+            return LinkEnd::Failed(error);
+        }
+    }
+}
+
+fn closed_reason(read: std::io::Result<usize>) -> PeerError {
+    match read {
+        Ok(0) => PeerError::ConnectionClosed,
+        Ok(n) => PeerError::UnexpectedData(n),
+        Err(e) => PeerError::Io(e),
+    }
+}
+
+/// Writes `batch` as one frame, or as several if it encodes past the frame limit
+/// (halving until each part fits). A single message too large for any frame is
+/// dropped with an error log: sending it would only get the connection refused.
+async fn write_batch(
+    writer: &mut OwnedWriteHalf,
+    batch: Vec<Message>,
+    limits: &PeerLimits,
+) -> Result<(), PeerError> {
+    // A stack of parts, next to send on top, so the order is kept.
+    let mut parts = vec![batch];
+    while let Some(mut part) = parts.pop() {
+        match codec::encode_messages(&part, limits.frame_bytes_max) {
+            Ok(bytes) => write_with_timeout(writer, &bytes, limits.write_timeout).await?,
+            Err(PeerError::FrameTooLarge {
+                len_bytes,
+                max_bytes,
+            }) if part.len() == 1 => {
+                tracing::error!(
+                    to = format!("{:x}", part[0].to),
+                    len_bytes,
+                    max_bytes,
+                    "dropping a message larger than a peer frame may be"
+                );
+            }
+            Err(PeerError::FrameTooLarge { .. }) => {
+                let second = part.split_off(part.len() / 2);
+                parts.push(second);
+                parts.push(part);
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_map_to_socket_addresses() {
+        assert_eq!(
+            peer_socket_addr("http://127.0.0.1:2380").unwrap(),
+            "127.0.0.1:2380"
+        );
+        assert_eq!(
+            peer_socket_addr("http://10.0.0.1:2380/").unwrap(),
+            "10.0.0.1:2380"
+        );
+        assert_eq!(peer_socket_addr("http://[::1]:2380").unwrap(), "[::1]:2380");
+        assert_eq!(
+            peer_socket_addr("node-2.local:12380").unwrap(),
+            "node-2.local:12380"
+        );
+        for bad in [
+            "https://127.0.0.1:2380",
+            "unix://sock",
+            "http://127.0.0.1",
+            "http://127.0.0.1:99999",
+            "http://:2380",
+            "http://h:2380/raft",
+        ] {
+            assert!(
+                matches!(peer_socket_addr(bad), Err(PeerError::BadPeerUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

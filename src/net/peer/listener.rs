@@ -1,0 +1,341 @@
+//! `PeerListener`: the inbound side of the peer port.
+//!
+//! Owns the listening socket and the connections accepted on it. Each connection
+//! must open with a handshake naming this cluster, a known member as sender and
+//! this member as receiver; then every frame it sends is decoded and its messages
+//! delivered, in order, as one [`InboundMessages`] per frame.
+//!
+//! It must never write to a connection (the sender reads only to notice closure),
+//! never step a message itself (that is the Raft actor's job), never deliver a
+//! message addressed to another member or claiming another sender, and never
+//! buffer more than one frame per connection: delivery waits for room in the
+//! recipient's mailbox, and while it waits the connection is not read (TCP pushes
+//! back on the sender).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::codec::{self, Frame, Handshake, PROTOCOL_VERSION};
+use super::{HandshakeRefusal, PeerError, PeerLimits};
+use crate::raft::{Message, NodeId};
+
+/// Messages received from one remote member in one frame, addressed to this
+/// member, in the order they were sent. The Raft actor steps them.
+#[derive(Debug)]
+pub struct InboundMessages(pub Vec<Message>);
+
+impl actix::Message for InboundMessages {
+    type Result = ();
+}
+
+/// A handshake frame is ~35 bytes; before a connection has identified itself it
+/// may not make us buffer more than this.
+const HANDSHAKE_FRAME_BYTES_MAX: u32 = 256;
+
+/// After a failed accept (out of file descriptors, say), wait this long before
+/// the next, rather than spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A running peer listener. Dropping it (or [`PeerListener::stop`]) closes the
+/// listening socket and every connection accepted on it.
+pub struct PeerListener {
+    local_addr: SocketAddr,
+    members: watch::Sender<Arc<HashSet<NodeId>>>,
+    /// Never sent on: dropping it is the stop signal every task watches.
+    _shutdown: watch::Sender<()>,
+}
+
+/// What every connection task shares (read-only).
+struct ListenerShared {
+    cluster_id: u64,
+    local_member_id: NodeId,
+    limits: PeerLimits,
+    deliver: Recipient<InboundMessages>,
+}
+
+impl PeerListener {
+    /// Starts accepting on `listener` with the default [`PeerLimits`]. `members` is
+    /// the set of member ids allowed to connect; it need not contain the local id.
+    /// Must be called inside an actix system (the tasks run on the current arbiter).
+    pub fn start(
+        listener: std::net::TcpListener,
+        cluster_id: u64,
+        local_member_id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        deliver: Recipient<InboundMessages>,
+    ) -> Result<PeerListener, PeerError> {
+        Self::start_with_limits(
+            listener,
+            cluster_id,
+            local_member_id,
+            members,
+            deliver,
+            PeerLimits::default(),
+        )
+    }
+
+    /// [`PeerListener::start`] with explicit limits.
+    pub fn start_with_limits(
+        listener: std::net::TcpListener,
+        cluster_id: u64,
+        local_member_id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        deliver: Recipient<InboundMessages>,
+        limits: PeerLimits,
+    ) -> Result<PeerListener, PeerError> {
+        limits.validate()?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        let (members_tx, members_rx) = watch::channel(Arc::new(members.into_iter().collect()));
+        let (shutdown_tx, shutdown_rx) = watch::channel(());
+        let shared = Arc::new(ListenerShared {
+            cluster_id,
+            local_member_id,
+            limits,
+            deliver,
+        });
+        tracing::info!(
+            addr = %local_addr,
+            local = format!("{local_member_id:x}"),
+            "peer listener started"
+        );
+        actix_rt::spawn(accept_loop(listener, shared, members_rx, shutdown_rx));
+        Ok(PeerListener {
+            local_addr,
+            members: members_tx,
+            _shutdown: shutdown_tx,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Replaces the set of members allowed to connect (after a membership change).
+    /// New handshakes are checked against it at once; an established connection
+    /// from a member no longer in the set is closed at its next frame.
+    pub fn set_members(&self, members: impl IntoIterator<Item = NodeId>) {
+        self.members
+            .send_replace(Arc::new(members.into_iter().collect()));
+    }
+
+    /// Closes the listening socket and every accepted connection.
+    pub fn stop(self) {
+        tracing::info!(addr = %self.local_addr, "peer listener stopping");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<ListenerShared>,
+    members: watch::Receiver<Arc<HashSet<NodeId>>>,
+    mut shutdown: watch::Receiver<()>,
+) {
+    let connections = Arc::new(Semaphore::new(shared.limits.inbound_connections_max));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote_addr)) => {
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        %remote_addr,
+                        inbound_connections_max = shared.limits.inbound_connections_max,
+                        "too many peer connections: closing the new one"
+                    );
+                    continue;
+                };
+                let shared = shared.clone();
+                let members = members.clone();
+                let mut shutdown = shutdown.clone();
+                actix_rt::spawn(async move {
+                    let result = tokio::select! {
+                        _ = shutdown.changed() => Ok(()),
+                        result = serve_connection(stream, &shared, members) => result,
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(%remote_addr, %error, "peer connection dropped");
+                    } else {
+                        tracing::debug!(%remote_addr, "peer connection closed");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "peer accept failed");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Checks a handshake against this member's identity and current member set.
+fn check_handshake(
+    handshake: &Handshake,
+    cluster_id: u64,
+    local_member_id: NodeId,
+    members: &HashSet<NodeId>,
+) -> Result<(), HandshakeRefusal> {
+    if handshake.protocol_version != PROTOCOL_VERSION {
+        return Err(HandshakeRefusal::ProtocolVersion {
+            got: handshake.protocol_version,
+            want: PROTOCOL_VERSION,
+        });
+    }
+    if handshake.cluster_id != cluster_id {
+        return Err(HandshakeRefusal::ClusterMismatch {
+            got: handshake.cluster_id,
+            want: cluster_id,
+        });
+    }
+    if handshake.to != local_member_id {
+        return Err(HandshakeRefusal::WrongReceiver {
+            got: handshake.to,
+            want: local_member_id,
+        });
+    }
+    if handshake.from == local_member_id || !members.contains(&handshake.from) {
+        return Err(HandshakeRefusal::UnknownMember(handshake.from));
+    }
+    Ok(())
+}
+
+/// Reads the handshake, then frames until the sender closes. `Ok` on a clean close.
+async fn serve_connection(
+    mut stream: TcpStream,
+    shared: &ListenerShared,
+    members: watch::Receiver<Arc<HashSet<NodeId>>>,
+) -> Result<(), PeerError> {
+    let limits = &shared.limits;
+    let local = shared.local_member_id;
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(
+        limits.handshake_timeout,
+        codec::read_frame(&mut stream, HANDSHAKE_FRAME_BYTES_MAX, &mut buf),
+    )
+    .await
+    .map_err(|_| HandshakeRefusal::Timeout(limits.handshake_timeout))??;
+    let handshake = match first {
+        Some(Frame::Handshake(handshake)) => handshake,
+        Some(Frame::Messages(_)) => return Err(HandshakeRefusal::NotAHandshake.into()),
+        None => return Ok(()),
+    };
+    check_handshake(&handshake, shared.cluster_id, local, &members.borrow())?;
+    let remote = handshake.from;
+    tracing::info!(remote = format!("{remote:x}"), "peer connection accepted");
+
+    loop {
+        let Some(frame) = codec::read_frame(&mut stream, limits.frame_bytes_max, &mut buf).await?
+        else {
+            return Ok(());
+        };
+        let messages = match frame {
+            Frame::Messages(messages) => messages,
+            Frame::Handshake(_) => return Err(PeerError::UnexpectedHandshake),
+        };
+        // A member removed since the handshake loses its connection here.
+        if !members.borrow().contains(&remote) {
+            return Err(HandshakeRefusal::UnknownMember(remote).into());
+        }
+        let received = messages.len();
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .filter(|m| m.to == local && m.from == remote)
+            .collect();
+        if messages.len() < received {
+            tracing::warn!(
+                remote = format!("{remote:x}"),
+                dropped = received - messages.len(),
+                "dropping peer messages not from the handshaken sender to this member"
+            );
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        // `send` (not `do_send`) waits for mailbox room: this connection holds at
+        // most this one frame while the Raft actor catches up.
+        shared
+            .deliver
+            .send(InboundMessages(messages))
+            .await
+            .map_err(|_| PeerError::RecipientGone)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake() -> Handshake {
+        Handshake {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: 0xc1,
+            from: 2,
+            to: 1,
+        }
+    }
+
+    fn members() -> HashSet<NodeId> {
+        [1, 2, 3].into_iter().collect()
+    }
+
+    #[test]
+    fn handshake_checks() {
+        assert_eq!(check_handshake(&handshake(), 0xc1, 1, &members()), Ok(()));
+        let check = |h: Handshake| check_handshake(&h, 0xc1, 1, &members());
+        assert_eq!(
+            check(Handshake {
+                protocol_version: PROTOCOL_VERSION + 1,
+                ..handshake()
+            }),
+            Err(HandshakeRefusal::ProtocolVersion {
+                got: PROTOCOL_VERSION + 1,
+                want: PROTOCOL_VERSION
+            })
+        );
+        assert_eq!(
+            check(Handshake {
+                cluster_id: 0xc2,
+                ..handshake()
+            }),
+            Err(HandshakeRefusal::ClusterMismatch {
+                got: 0xc2,
+                want: 0xc1
+            })
+        );
+        assert_eq!(
+            check(Handshake {
+                to: 3,
+                ..handshake()
+            }),
+            Err(HandshakeRefusal::WrongReceiver { got: 3, want: 1 })
+        );
+        assert_eq!(
+            check(Handshake {
+                from: 9,
+                ..handshake()
+            }),
+            Err(HandshakeRefusal::UnknownMember(9))
+        );
+        // A member pretending to be the receiver itself is not a peer.
+        assert_eq!(
+            check(Handshake {
+                from: 1,
+                ..handshake()
+            }),
+            Err(HandshakeRefusal::UnknownMember(1))
+        );
+    }
+}

@@ -1,0 +1,522 @@
+//! Two members on loopback: a `PeerActor` on one side, a `PeerListener` on the
+//! other, a collector actor standing in for the Raft actor. Every wait polls with
+//! a generous deadline, so the tests depend on no fine timing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::actor::PeerLinkConfig;
+use super::codec::{self, Frame, Handshake, PROTOCOL_VERSION};
+use super::*;
+use crate::raft::{Entry, EntryKind, Message, MessageBody, NodeId};
+
+const CLUSTER: u64 = 0x5eed_c105;
+const SENDER: NodeId = 0xa1;
+const RECEIVER: NodeId = 0xb2;
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Stands in for the Raft actor: records what the transport hands it.
+#[derive(Default, Clone)]
+struct Recorded {
+    inbound: Arc<Mutex<Vec<Vec<Message>>>>,
+    unreachable: Arc<Mutex<Vec<NodeId>>>,
+}
+
+impl Recorded {
+    fn inbound_frames(&self) -> Vec<Vec<Message>> {
+        self.inbound.lock().expect("lock").clone()
+    }
+    fn inbound_messages(&self) -> Vec<Message> {
+        self.inbound_frames().into_iter().flatten().collect()
+    }
+    fn unreachable_reports(&self) -> usize {
+        self.unreachable.lock().expect("lock").len()
+    }
+}
+
+struct Collector(Recorded);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<InboundMessages> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: InboundMessages, _: &mut Self::Context) {
+        self.0.inbound.lock().expect("lock").push(msg.0);
+    }
+}
+
+impl Handler<Unreachable> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: Unreachable, _: &mut Self::Context) {
+        self.0.unreachable.lock().expect("lock").push(msg.to);
+    }
+}
+
+fn test_limits() -> PeerLimits {
+    PeerLimits {
+        reconnect_backoff_min: Duration::from_millis(20),
+        reconnect_backoff_max: Duration::from_millis(200),
+        ..PeerLimits::default()
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn start_listener(
+    addr: &str,
+    local: NodeId,
+    members: &[NodeId],
+    recorded: &Recorded,
+) -> PeerListener {
+    let socket = std::net::TcpListener::bind(addr).expect("bind");
+    let collector = Collector(recorded.clone()).start();
+    PeerListener::start_with_limits(
+        socket,
+        CLUSTER,
+        local,
+        members.iter().copied(),
+        collector.recipient(),
+        test_limits(),
+    )
+    .expect("listener")
+}
+
+fn start_peer(
+    cluster_id: u64,
+    local: NodeId,
+    remote: NodeId,
+    addr: SocketAddr,
+    recorded: &Recorded,
+) -> Addr<PeerActor> {
+    let collector = Collector(recorded.clone()).start();
+    PeerActor::new(
+        PeerLinkConfig {
+            cluster_id,
+            local_member_id: local,
+            remote_member_id: remote,
+            peer_url: format!("http://{addr}"),
+            limits: test_limits(),
+        },
+        collector.recipient(),
+    )
+    .expect("peer actor")
+    .start()
+}
+
+fn heartbeat(from: NodeId, to: NodeId, ctx: u64) -> Message {
+    Message {
+        from,
+        to,
+        term: 3,
+        body: MessageBody::Heartbeat { commit: 0, ctx },
+    }
+}
+
+#[actix_rt::test]
+async fn messages_arrive_in_order_and_batched() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, listener.local_addr(), &sender);
+
+    // An append with entries first, then many heartbeats in several sends.
+    let append = Message {
+        from: SENDER,
+        to: RECEIVER,
+        term: 3,
+        body: MessageBody::Append {
+            prev_index: 9,
+            prev_term: 2,
+            entries: (10..20)
+                .map(|index| Entry {
+                    term: 3,
+                    index,
+                    kind: EntryKind::Normal,
+                    data: vec![index as u8; 100],
+                })
+                .collect(),
+            commit: 9,
+        },
+    };
+    let mut expected = vec![append.clone()];
+    peer.do_send(SendMessages(vec![append]));
+    for chunk in 0..10u64 {
+        let batch: Vec<Message> = (0..100)
+            .map(|i| heartbeat(SENDER, RECEIVER, chunk * 100 + i))
+            .collect();
+        expected.extend(batch.iter().cloned());
+        peer.do_send(SendMessages(batch));
+    }
+
+    wait_until("all messages delivered", || {
+        receiver.inbound_messages().len() >= expected.len()
+    })
+    .await;
+    assert_eq!(
+        receiver.inbound_messages(),
+        expected,
+        "same messages, same order"
+    );
+    let frames = receiver.inbound_frames().len();
+    assert!(
+        frames < expected.len() / 10,
+        "{} messages arrived in {frames} deliveries: not batched",
+        expected.len()
+    );
+    assert_eq!(sender.unreachable_reports(), 0);
+}
+
+/// Connects with a raw socket, sends `handshake` then one message frame, and
+/// returns once the listener closed the connection (it never writes).
+async fn send_raw_and_expect_close(addr: SocketAddr, handshake: Handshake) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let max = codec::FRAME_BYTES_CEILING;
+    let mut bytes = codec::encode_frame(&Frame::Handshake(handshake), max).expect("encode");
+    bytes.extend(
+        codec::encode_frame(
+            &Frame::Messages(vec![heartbeat(handshake.from, handshake.to, 1)]),
+            max,
+        )
+        .expect("encode"),
+    );
+    // The listener may close before reading everything; a failed write is fine.
+    let _ = stream.write_all(&bytes).await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+        .await
+        .expect("listener did not close the refused connection");
+    // Ok(0) is a clean close; a reset (unread data at close) is a close too.
+    assert!(matches!(read, Ok(0) | Err(_)), "listener wrote {read:?}");
+}
+
+#[actix_rt::test]
+async fn handshakes_from_wrong_cluster_unknown_member_or_for_another_receiver_are_refused() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let good = Handshake {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER,
+        from: SENDER,
+        to: RECEIVER,
+    };
+    for bad in [
+        Handshake {
+            cluster_id: CLUSTER + 1,
+            ..good
+        },
+        Handshake { from: 0x99, ..good },
+        Handshake { to: 0x99, ..good },
+        Handshake {
+            protocol_version: PROTOCOL_VERSION + 1,
+            ..good
+        },
+    ] {
+        send_raw_and_expect_close(listener.local_addr(), bad).await;
+    }
+
+    // The same through a PeerActor: the refusal shows up as Unreachable.
+    let sender = Recorded::default();
+    let wrong_cluster = start_peer(
+        CLUSTER + 1,
+        SENDER,
+        RECEIVER,
+        listener.local_addr(),
+        &sender,
+    );
+    wrong_cluster.do_send(SendMessages(vec![heartbeat(SENDER, RECEIVER, 1)]));
+    wait_until("unreachable after refusal", || {
+        sender.unreachable_reports() > 0
+    })
+    .await;
+
+    // A good connection afterwards still works, and proves the listener had time
+    // to deliver anything the refused ones might have smuggled in.
+    let mut stream = TcpStream::connect(listener.local_addr())
+        .await
+        .expect("connect");
+    let max = codec::FRAME_BYTES_CEILING;
+    let mut bytes = codec::encode_frame(&Frame::Handshake(good), max).expect("encode");
+    bytes.extend(
+        codec::encode_frame(&Frame::Messages(vec![heartbeat(SENDER, RECEIVER, 42)]), max)
+            .expect("encode"),
+    );
+    stream.write_all(&bytes).await.expect("write");
+    wait_until("the good message", || {
+        !receiver.inbound_messages().is_empty()
+    })
+    .await;
+    assert_eq!(
+        receiver.inbound_messages(),
+        vec![heartbeat(SENDER, RECEIVER, 42)],
+        "nothing from a refused connection was delivered"
+    );
+}
+
+#[actix_rt::test]
+async fn removed_member_is_refused_and_added_member_accepted() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[RECEIVER], &receiver);
+    let handshake = Handshake {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER,
+        from: SENDER,
+        to: RECEIVER,
+    };
+    send_raw_and_expect_close(listener.local_addr(), handshake).await;
+
+    listener.set_members([SENDER, RECEIVER]);
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, listener.local_addr(), &sender);
+    peer.do_send(SendMessages(vec![heartbeat(SENDER, RECEIVER, 7)]));
+    wait_until("delivery after the member was added", || {
+        !receiver.inbound_messages().is_empty()
+    })
+    .await;
+    assert_eq!(
+        receiver.inbound_messages(),
+        vec![heartbeat(SENDER, RECEIVER, 7)]
+    );
+}
+
+#[actix_rt::test]
+async fn messages_for_another_member_or_from_another_sender_are_dropped() {
+    let receiver = Recorded::default();
+    let listener = start_listener(
+        "127.0.0.1:0",
+        RECEIVER,
+        &[SENDER, RECEIVER, 0xc3],
+        &receiver,
+    );
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, listener.local_addr(), &sender);
+    peer.do_send(SendMessages(vec![
+        heartbeat(SENDER, 0xc3, 1),
+        heartbeat(0xc3, RECEIVER, 2),
+        heartbeat(SENDER, RECEIVER, 3),
+    ]));
+    wait_until("delivery", || !receiver.inbound_messages().is_empty()).await;
+    assert_eq!(
+        receiver.inbound_messages(),
+        vec![heartbeat(SENDER, RECEIVER, 3)]
+    );
+}
+
+#[actix_rt::test]
+async fn garbage_after_the_handshake_drops_the_connection_and_delivers_nothing() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let handshake = Handshake {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER,
+        from: SENDER,
+        to: RECEIVER,
+    };
+    let max = codec::FRAME_BYTES_CEILING;
+    for corrupt in [
+        // Bad checksum.
+        {
+            let mut frame =
+                codec::encode_frame(&Frame::Messages(vec![heartbeat(SENDER, RECEIVER, 1)]), max)
+                    .expect("encode");
+            let last = frame.len() - 1;
+            frame[last] ^= 0xff;
+            frame
+        },
+        // Oversize length.
+        {
+            let mut frame = (max + 1).to_le_bytes().to_vec();
+            frame.extend([0u8; 4]);
+            frame
+        },
+        // A second handshake.
+        codec::encode_frame(&Frame::Handshake(handshake), max).expect("encode"),
+    ] {
+        let mut stream = TcpStream::connect(listener.local_addr())
+            .await
+            .expect("connect");
+        let mut bytes = codec::encode_frame(&Frame::Handshake(handshake), max).expect("encode");
+        bytes.extend(corrupt);
+        let _ = stream.write_all(&bytes).await;
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("listener did not drop the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "listener wrote {read:?}");
+    }
+    assert!(receiver.inbound_messages().is_empty());
+}
+
+#[actix_rt::test]
+async fn listener_down_reports_unreachable_and_the_link_reconnects_when_it_is_back() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let addr = listener.local_addr();
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, addr, &sender);
+
+    peer.do_send(SendMessages(vec![heartbeat(SENDER, RECEIVER, 1)]));
+    wait_until("first delivery", || receiver.inbound_messages().len() == 1).await;
+    assert_eq!(sender.unreachable_reports(), 0);
+
+    listener.stop();
+    wait_until("unreachable report", || sender.unreachable_reports() > 0).await;
+    // Messages sent while it is down are dropped (Raft retransmits), not queued
+    // for later: once the message is in the queue, two more failed attempts mean
+    // a backoff window (which drops what is queued) has passed over it.
+    let reports_before = sender.unreachable_reports();
+    peer.send(SendMessages(vec![heartbeat(SENDER, RECEIVER, 2)]))
+        .await
+        .expect("send");
+    wait_until("two more failed attempts", || {
+        sender.unreachable_reports() >= reports_before + 2
+    })
+    .await;
+
+    let restarted = Recorded::default();
+    let _listener = start_listener(&addr.to_string(), RECEIVER, &[SENDER, RECEIVER], &restarted);
+    // Keep sending, as Raft's heartbeats would, until one gets through.
+    let mut ctx = 100;
+    wait_until("delivery after the listener restarted", || {
+        ctx += 1;
+        peer.do_send(SendMessages(vec![heartbeat(SENDER, RECEIVER, ctx)]));
+        !restarted.inbound_messages().is_empty()
+    })
+    .await;
+    let delivered = restarted.inbound_messages();
+    let ctxs: Vec<u64> = delivered
+        .iter()
+        .map(|m| match m.body {
+            MessageBody::Heartbeat { ctx, .. } => ctx,
+            _ => panic!("unexpected {m:?}"),
+        })
+        .collect();
+    assert!(
+        ctxs.iter().all(|&c| c > 100),
+        "dropped while down: {ctxs:?}"
+    );
+    assert!(ctxs.windows(2).all(|w| w[0] < w[1]), "in order: {ctxs:?}");
+}
+
+#[actix_rt::test]
+async fn a_full_queue_drops_and_reports_unreachable() {
+    // No listener at all: the link never connects, the queue fills.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = unused.local_addr().expect("addr");
+    drop(unused);
+    let sender = Recorded::default();
+    let collector = Collector(sender.clone()).start();
+    let peer = PeerActor::new(
+        PeerLinkConfig {
+            cluster_id: CLUSTER,
+            local_member_id: SENDER,
+            remote_member_id: RECEIVER,
+            peer_url: format!("http://{addr}"),
+            limits: PeerLimits {
+                queue_messages_max: 4,
+                // Long backoff: the queue is not drained while we fill it.
+                reconnect_backoff_min: Duration::from_secs(60),
+                reconnect_backoff_max: Duration::from_secs(60),
+                ..PeerLimits::default()
+            },
+        },
+        collector.recipient(),
+    )
+    .expect("peer actor")
+    .start();
+    peer.do_send(SendMessages(
+        (0..100).map(|i| heartbeat(SENDER, RECEIVER, i)).collect(),
+    ));
+    // One report for the failed connect (backoff then holds for a minute), one
+    // for the full queue: the handler's 100 sends run before the link task can
+    // drain anything.
+    wait_until("two unreachable reports", || {
+        sender.unreachable_reports() >= 2
+    })
+    .await;
+    assert!(sender
+        .unreachable
+        .lock()
+        .expect("lock")
+        .iter()
+        .all(|&to| to == RECEIVER));
+}
+
+#[test]
+fn limits_are_validated() {
+    assert!(PeerLimits::default().validate().is_ok());
+    let over = PeerLimits {
+        frame_bytes_max: codec::FRAME_BYTES_CEILING + 1,
+        ..PeerLimits::default()
+    };
+    assert!(matches!(
+        over.validate(),
+        Err(PeerError::FrameLimitAboveCeiling { .. })
+    ));
+    let zero = PeerLimits {
+        queue_messages_max: 0,
+        ..PeerLimits::default()
+    };
+    assert!(matches!(zero.validate(), Err(PeerError::LimitZero(_))));
+}
+
+#[actix_rt::test]
+async fn a_batch_over_the_frame_limit_is_split_and_an_oversize_message_dropped() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let sender = Recorded::default();
+    let collector = Collector(sender.clone()).start();
+    let peer = PeerActor::new(
+        PeerLinkConfig {
+            cluster_id: CLUSTER,
+            local_member_id: SENDER,
+            remote_member_id: RECEIVER,
+            peer_url: format!("http://{}", listener.local_addr()),
+            limits: PeerLimits {
+                frame_bytes_max: 4096,
+                ..test_limits()
+            },
+        },
+        collector.recipient(),
+    )
+    .expect("peer actor")
+    .start();
+    let propose = |ctx: u8, bytes: usize| Message {
+        from: SENDER,
+        to: RECEIVER,
+        term: 3,
+        body: MessageBody::Propose {
+            data: vec![vec![ctx; bytes]],
+        },
+    };
+    // 20 × 1 KiB cannot share one 4 KiB frame; the 8 KiB one fits no frame.
+    let mut batch: Vec<Message> = (0..10).map(|i| propose(i, 1024)).collect();
+    batch.push(propose(99, 8192));
+    batch.extend((10..20).map(|i| propose(i, 1024)));
+    let expected: Vec<Message> = (0..20).map(|i| propose(i, 1024)).collect();
+    peer.do_send(SendMessages(batch));
+    wait_until("the fitting messages", || {
+        receiver.inbound_messages().len() >= expected.len()
+    })
+    .await;
+    assert_eq!(receiver.inbound_messages(), expected);
+    assert!(
+        receiver.inbound_frames().len() >= 5,
+        "split into frames ≤ 4 KiB"
+    );
+}
