@@ -41,6 +41,8 @@ pub enum RequestError {
     PeerUrlExists,
     #[error("can only promote a learner member")]
     MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     #[error("re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
     #[error("unhealthy cluster")]

@@ -88,7 +88,12 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let members = Members::load(&**store.backend()).map_err(|e| NodeError::Backend(e.to_string()))?;
 
     let (wal, restored) = open_wal(&wal_dir, settings.cluster_state, cluster_id, member_id, applied)?;
-    let voters: Vec<u64> = settings.initial_cluster.iter().map(|m| m.id).collect();
+    // A member joining an existing cluster starts with no membership of its own:
+    // it learns the cluster's from the leader's log (bootstrap entry onwards).
+    let voters: Vec<u64> = match settings.cluster_state {
+        ClusterState::New => settings.initial_cluster.iter().map(|m| m.id).collect(),
+        ClusterState::Existing => Vec::new(),
+    };
     let mut raft_config = raft::Config::new(member_id, voters);
     raft_config.heartbeat_ticks = 1;
     raft_config.election_ticks = (settings.election_timeout_ms / settings.heartbeat_interval_ms).max(2) as u32;
@@ -120,8 +125,12 @@ fn open_wal(
         .unwrap_or(false);
     if !has_segments {
         if state == ClusterState::Existing {
+            // A joining member must first learn the cluster's id and its own
+            // assigned member id from a running member (etcd asks the peers).
             return Err(NodeError::NotImplemented(
-                "joining an existing cluster (--initial-cluster-state existing) with a new data dir".into(),
+                "joining an existing cluster (--initial-cluster-state existing) with a new data dir: \
+                 fetching the membership from a running member"
+                    .into(),
             ));
         }
         if applied > 0 {
@@ -240,12 +249,27 @@ async fn serve(
         .await
         .map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
 
+    let election_timeout = Duration::from_millis(settings.election_timeout_ms);
+    let limits = Limits {
+        max_txn_ops: settings.max_txn_ops,
+        max_request_bytes: settings.max_request_bytes,
+        request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+    };
+    let service = ClientService::new(raft_addr, store_addr, limits);
     // As etcd: serve clients once this member is part of a cluster with a leader
     // and has caught up with its log.
     if ready_rx.await.is_err() {
         return Err(NodeError::Mismatch("the Raft actor stopped before the member was ready".into()));
     }
     let client_urls = settings.advertise_client_urls.join(" ");
+    let attributes = crate::proto::steadpb::MemberAttributes {
+        id: member_id,
+        name: settings.name.clone(),
+        client_urls: settings.advertise_client_urls.clone(),
+    };
+    if let Err(e) = service.publish(attributes).await {
+        return Err(NodeError::Mismatch(format!("could not publish this member's attributes to the cluster: {e}")));
+    }
     tracing::info!(
         "etcdserver: published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} cluster-id {:x}",
         settings.name,
@@ -255,13 +279,6 @@ async fn serve(
     tracing::info!("etcdserver/membership: set the initial cluster version to 3.4");
     tracing::info!("etcdserver/api: enabled capabilities for version 3.4");
 
-    let election_timeout = Duration::from_millis(settings.election_timeout_ms);
-    let limits = Limits {
-        max_txn_ops: settings.max_txn_ops,
-        max_request_bytes: settings.max_request_bytes,
-        request_timeout: Duration::from_secs(5) + 2 * election_timeout,
-    };
-    let service = ClientService::new(raft_addr, store_addr, limits);
     if settings.auto_compaction != AutoCompaction::Off {
         tracing::info!("compactor: automatic compaction {:?}", settings.auto_compaction);
         actix_rt::spawn(compactor::run(service.clone(), settings.auto_compaction));

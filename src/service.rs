@@ -11,8 +11,10 @@ use std::time::Duration;
 use actix::Addr;
 use tokio::sync::oneshot;
 
-use crate::actors::raft::{Propose, RaftActor, RaftStatus, ReadIndex};
-use crate::actors::store::{GetStatus, Read, ReadRequest, StoreActor};
+use crate::actors::raft::{
+    ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
+};
+use crate::actors::store::{GetMembers, GetStatus, Read, ReadRequest, StoreActor};
 use crate::error::RequestError;
 use crate::kv::apply::Response;
 use crate::kv::validate;
@@ -95,7 +97,7 @@ impl ClientService {
     }
 
     pub async fn status(&self) -> Result<pb::StatusResponse, RequestError> {
-        let raft: RaftStatus = self.raft.send(crate::actors::raft::GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
         let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
         Ok(pb::StatusResponse {
             header: Some(pb::ResponseHeader {
@@ -114,6 +116,111 @@ impl ClientService {
             db_size_in_use: store.db_size_bytes as i64,
             is_learner: false,
         })
+    }
+
+    /// The header every cluster answer carries.
+    async fn header(&self) -> Result<pb::ResponseHeader, RequestError> {
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
+        Ok(pb::ResponseHeader {
+            cluster_id: raft.cluster_id,
+            member_id: raft.member_id,
+            revision: store.revision,
+            raft_term: raft.term,
+        })
+    }
+
+    async fn members(&self) -> Result<Vec<pb::Member>, RequestError> {
+        self.store.send(GetMembers).await.map_err(|_| RequestError::Stopped)
+    }
+
+    pub async fn member_list(&self) -> Result<pb::MemberListResponse, RequestError> {
+        Ok(pb::MemberListResponse { header: Some(self.header().await?), members: self.members().await? })
+    }
+
+    pub async fn member_add(&self, r: pb::MemberAddRequest) -> Result<pb::MemberAddResponse, RequestError> {
+        check_peer_urls(&r.peer_ur_ls)?;
+        if self.members().await?.iter().any(|m| m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u))) {
+            return Err(RequestError::PeerUrlExists);
+        }
+        let change = MembershipChange::Add { peer_urls: r.peer_ur_ls, learner: r.is_learner };
+        let (id, members) = self.change_membership(change).await?;
+        let member = members.iter().find(|m| m.id == id).cloned();
+        Ok(pb::MemberAddResponse { header: Some(self.header().await?), member, members })
+    }
+
+    pub async fn member_remove(&self, r: pb::MemberRemoveRequest) -> Result<pb::MemberRemoveResponse, RequestError> {
+        if !self.members().await?.iter().any(|m| m.id == r.id) {
+            return Err(RequestError::MemberNotFound);
+        }
+        let (_, members) = self.change_membership(MembershipChange::Remove(r.id)).await?;
+        Ok(pb::MemberRemoveResponse { header: Some(self.header().await?), members })
+    }
+
+    pub async fn member_promote(&self, r: pb::MemberPromoteRequest) -> Result<pb::MemberPromoteResponse, RequestError> {
+        match self.members().await?.iter().find(|m| m.id == r.id) {
+            None => return Err(RequestError::MemberNotFound),
+            Some(m) if !m.is_learner => return Err(RequestError::MemberNotLearner),
+            Some(_) => {}
+        }
+        let (_, members) = self.change_membership(MembershipChange::Promote(r.id)).await?;
+        Ok(pb::MemberPromoteResponse { header: Some(self.header().await?), members })
+    }
+
+    pub async fn member_update(&self, r: pb::MemberUpdateRequest) -> Result<pb::MemberUpdateResponse, RequestError> {
+        check_peer_urls(&r.peer_ur_ls)?;
+        let members = self.members().await?;
+        if !members.iter().any(|m| m.id == r.id) {
+            return Err(RequestError::MemberNotFound);
+        }
+        if members.iter().any(|m| m.id != r.id && m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u))) {
+            return Err(RequestError::PeerUrlExists);
+        }
+        let update = crate::proto::steadpb::MemberPeerUrls { id: r.id, peer_urls: r.peer_ur_ls };
+        match self.propose(Internal::MemberPeerUrls(update)).await? {
+            Response::Members(members) => Ok(pb::MemberUpdateResponse { header: Some(self.header().await?), members }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Announces this member's name and client URLs to the cluster (etcd's
+    /// "publish"), through the log like any write.
+    pub async fn publish(&self, attrs: crate::proto::steadpb::MemberAttributes) -> Result<(), RequestError> {
+        self.propose(Internal::MemberAttributes(attrs)).await.map(|_| ())
+    }
+
+    pub async fn move_leader(&self, r: pb::MoveLeaderRequest) -> Result<pb::MoveLeaderResponse, RequestError> {
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let (responder, moved) = oneshot::channel();
+        self.raft
+            .send(TransferLeader { target: r.target_id, responder })
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        match tokio::time::timeout_at(deadline, moved).await {
+            Err(_) => return Err(RequestError::Timeout),
+            Ok(Err(_)) => return Err(RequestError::Stopped),
+            Ok(Ok(result)) => result?,
+        }
+        Ok(pb::MoveLeaderResponse { header: Some(self.header().await?) })
+    }
+
+    /// Proposes a membership change and waits until it is applied; returns the
+    /// member concerned and every member after the change.
+    async fn change_membership(&self, change: MembershipChange) -> Result<(u64, Vec<pb::Member>), RequestError> {
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let (responder, applied) = oneshot::channel();
+        let id = self
+            .raft
+            .send(ChangeMembership { change, responder })
+            .await
+            .map_err(|_| RequestError::Stopped)??;
+        match tokio::time::timeout_at(deadline, applied).await {
+            Err(_) => Err(RequestError::Timeout),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Ok(Ok(Ok(Response::Members(members)))) => Ok((id, members)),
+            Ok(Ok(Ok(other))) => Err(unexpected(other)),
+            Ok(Ok(Err(e))) => Err(e),
+        }
     }
 
     /// True when a linearizable read completes in time: the member has a leader
@@ -182,6 +289,19 @@ async fn wait_for_leader(deadline: tokio::time::Instant) -> Result<(), RequestEr
         return Err(RequestError::NoLeader);
     }
     tokio::time::sleep(RETRY).await;
+    Ok(())
+}
+
+/// Peer URLs must be `http://host:port`, as etcd requires of a new member.
+fn check_peer_urls(urls: &[String]) -> Result<(), RequestError> {
+    let valid = |u: &String| {
+        u.strip_prefix("http://")
+            .and_then(|hp| hp.trim_end_matches('/').rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    if urls.is_empty() || !urls.iter().all(valid) {
+        return Err(RequestError::MemberBadUrls);
+    }
     Ok(())
 }
 

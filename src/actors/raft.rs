@@ -18,12 +18,12 @@ use tokio::sync::oneshot;
 use crate::actors::store::{AppliedTo, Apply, AwaitApply, DurableTo, MembersChanged, Responder, StoreActor};
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
-use crate::proto::steadpb::{internal_request, InternalRequest, RequestHeader};
+use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest, RequestHeader};
 use crate::net::peer::{
     InboundMessages, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages, Unreachable,
 };
 use crate::proto::etcdserverpb as pb;
-use crate::raft::{Message, MessageBody, NodeId, RaftError, RaftNode, Role};
+use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode, Role};
 
 /// A client write to replicate. Answered once the entry is in the local log (or
 /// refused); the applied result goes to `responder` later.
@@ -44,6 +44,32 @@ pub struct ReadIndex {
 #[derive(Message)]
 #[rtype(result = "RaftStatus")]
 pub struct GetRaftStatus;
+
+/// A membership change a client asked for.
+#[derive(Debug, Clone)]
+pub enum MembershipChange {
+    Add { peer_urls: Vec<String>, learner: bool },
+    Remove(NodeId),
+    Promote(NodeId),
+}
+
+/// Proposes a membership change (leader only). Answered with the id of the member
+/// concerned once it is in the log; the member table after the change goes to
+/// `responder` when it is applied.
+#[derive(Message)]
+#[rtype(result = "Result<NodeId, RequestError>")]
+pub struct ChangeMembership {
+    pub change: MembershipChange,
+    pub responder: Responder,
+}
+
+/// Moves leadership to `target` (etcd's MoveLeader); answered once `target` leads.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TransferLeader {
+    pub target: NodeId,
+    pub responder: oneshot::Sender<Result<(), RequestError>>,
+}
 
 #[derive(Debug, Clone, Copy, MessageResponse)]
 pub struct RaftStatus {
@@ -252,6 +278,13 @@ impl RaftActor {
         if role == Role::Leader {
             tracing::info!("{:x} became leader at term {}", self.member_id, self.node.term());
         }
+        if let Some(l) = leader {
+            let (done, waiting): (Vec<_>, Vec<_>) = self.transfer_waiters.drain(..).partition(|(t, _)| *t == l);
+            self.transfer_waiters = waiting;
+            for (_, w) in done {
+                let _ = w.send(Ok(()));
+            }
+        }
         if leader.is_none() {
             // Reads waiting on a leader that is gone will not be answered by it.
             for (_, w) in self.read_waiters.drain() {
@@ -314,6 +347,80 @@ impl Handler<Propose> for RaftActor {
         self.store.do_send(AwaitApply { id, responder: msg.responder });
         self.drive();
         Ok(())
+    }
+}
+
+impl Handler<ChangeMembership> for RaftActor {
+    type Result = Result<NodeId, RequestError>;
+    fn handle(&mut self, msg: ChangeMembership, _: &mut Context<Self>) -> Self::Result {
+        if self.node.role() != Role::Leader {
+            return Err(RequestError::NotLeader);
+        }
+        let request_id = self.request_id();
+        let (change, member) = match msg.change {
+            MembershipChange::Add { peer_urls, learner } => {
+                // As etcd for members added at run time: the peer URLs, the
+                // cluster token and the time.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let id = crate::config::member_id(&peer_urls, &format!("{}{now}", self.cluster_token));
+                let member = pb::Member { id, peer_ur_ls: peer_urls, is_learner: learner, ..Default::default() };
+                let change = if learner { ConfChange::AddLearner(id) } else { ConfChange::AddVoter(id) };
+                (change, Some(member))
+            }
+            MembershipChange::Remove(id) => (ConfChange::Remove(id), None),
+            MembershipChange::Promote(id) => {
+                // etcd: only a learner that has caught up (90% of the leader's
+                // log) may become a voter, so a promotion never stalls the quorum.
+                let status = self.node.status();
+                let matched = status.progress.get(&id).map(|p| p.matched).unwrap_or(0);
+                if (matched as f64) < 0.9 * status.last_index as f64 {
+                    return Err(RequestError::LearnerNotReady);
+                }
+                (ConfChange::PromoteLearner(id), None)
+            }
+        };
+        let id = match change {
+            ConfChange::AddVoter(id) | ConfChange::AddLearner(id) | ConfChange::Remove(id) | ConfChange::PromoteLearner(id) => id,
+            ConfChange::Bootstrap(_) => 0,
+        };
+        let context = ConfChangeContext { request_id, member }.encode_to_vec();
+        self.node.propose_conf_change_with_context(change, &context).map_err(|e| match e {
+            RaftError::NotLeader { .. } => RequestError::NotLeader,
+            RaftError::NoLeader => RequestError::NoLeader,
+            other => RequestError::Internal(format!("etcdserver: {other}")),
+        })?;
+        self.store.do_send(AwaitApply { id: request_id, responder: msg.responder });
+        self.drive();
+        Ok(id)
+    }
+}
+
+impl Handler<TransferLeader> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: TransferLeader, _: &mut Context<Self>) {
+        if self.node.leader() == Some(msg.target) {
+            let _ = msg.responder.send(Ok(()));
+            return;
+        }
+        if self.node.role() != Role::Leader {
+            let _ = msg.responder.send(Err(RequestError::NotLeader));
+            return;
+        }
+        match self.node.transfer_leader(msg.target) {
+            Ok(()) => {
+                self.transfer_waiters.push((msg.target, msg.responder));
+                self.drive();
+            }
+            Err(RaftError::InvalidTransferTarget(_)) => {
+                let _ = msg.responder.send(Err(RequestError::BadLeaderTransferee));
+            }
+            Err(e) => {
+                let _ = msg.responder.send(Err(RequestError::Internal(format!("etcdserver: {e}"))));
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::RequestError;
+use crate::proto::etcdserverpb as pb;
 use crate::net::status::etcd_status;
 use crate::service::{ClientService, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
@@ -112,6 +113,30 @@ async fn status(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse
     unary(s, body, |s, _: crate::proto::etcdserverpb::StatusRequest| async move { s.status().await }).await
 }
 
+async fn member_list(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
+}
+
+async fn member_add(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.member_add(r).await }).await
+}
+
+async fn member_remove(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.member_remove(r).await }).await
+}
+
+async fn member_update(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.member_update(r).await }).await
+}
+
+async fn member_promote(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.member_promote(r).await }).await
+}
+
+async fn move_leader(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, body, |s, r| async move { s.move_leader(r).await }).await
+}
+
 async fn health(s: web::Data<ClientService>) -> HttpResponse {
     let healthy = s.healthy().await;
     let body = if healthy { r#"{"health":"true"}"# } else { r#"{"health":"false"}"# };
@@ -136,6 +161,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/kv/txn", web::post().to(txn))
         .route("/v3/kv/compaction", web::post().to(compaction))
         .route("/v3/maintenance/status", web::post().to(status))
+        .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
+        .route("/v3/cluster/member/list", web::post().to(member_list))
+        .route("/v3/cluster/member/add", web::post().to(member_add))
+        .route("/v3/cluster/member/remove", web::post().to(member_remove))
+        .route("/v3/cluster/member/update", web::post().to(member_update))
+        .route("/v3/cluster/member/promote", web::post().to(member_promote))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version));
 }

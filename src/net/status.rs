@@ -70,6 +70,9 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         MemberExists => (Code::FailedPrecondition, "etcdserver: member ID already exist"),
         PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
         MemberNotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        LearnerNotReady => {
+            (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader")
+        }
         MemberBadUrls => (Code::InvalidArgument, "etcdserver: given member URLs are invalid"),
         NotEnoughStartedMembers => {
             (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
