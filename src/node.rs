@@ -221,6 +221,7 @@ async fn serve(
             applied: raft_addr.clone().recipient(),
             durable: raft_addr.clone().recipient(),
             members: raft_addr.recipient(),
+            watch: None,
         };
         let ids = HeaderIds { cluster_id, member_id };
         let store_addr =

@@ -18,7 +18,7 @@ use crate::kv::members::{InitialMember, Members};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest};
 use crate::raft::{self, Entry, EntryKind};
 use prost::Message as _;
-use crate::storage::mvcc::MvccStore;
+use crate::storage::mvcc::{self, MvccStore};
 
 /// A storage fault while applying: stop (the WAL still holds the entry).
 fn fault(index: u64, e: crate::storage::mvcc::MvccError) -> ! {
@@ -101,11 +101,31 @@ pub struct MembersChanged(pub Vec<pb::Member>);
 #[rtype(result = "Vec<pb::Member>")]
 pub struct GetMembers;
 
+/// Sent to the watch hub after each apply batch that changed keys: the changes in
+/// (main, sub) revision order, and the store's revision after them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Committed {
+    pub revision: i64,
+    pub events: Vec<mvcc::Event>,
+}
+
+/// Whole revisions of history from `from_revision` on, at most about
+/// `max_events` events (a revision is never split), for watchers catching up.
+#[derive(Message)]
+#[rtype(result = "Result<mvcc::History, RequestError>")]
+pub struct ReadHistory {
+    pub from_revision: i64,
+    pub max_events: usize,
+}
+
 /// Who the store reports progress to.
 pub struct StorePeers {
     pub applied: Recipient<AppliedTo>,
     pub durable: Recipient<DurableTo>,
     pub members: Recipient<MembersChanged>,
+    /// The watch hub, once there is one.
+    pub watch: Option<Recipient<Committed>>,
 }
 
 /// Identity for response headers.
@@ -201,6 +221,7 @@ impl StoreActor {
     fn apply_entries(&mut self, entries: &[Entry]) {
         let mut answers = Vec::new();
         let mut members_changed = false;
+        let mut events = Vec::new();
         let mut batch = self.store.apply_batch();
         for entry in entries {
             if entry.index <= self.applied_index {
@@ -242,7 +263,12 @@ impl StoreActor {
                         }
                         // Fail-stop on a storage fault: the WAL still has the entry,
                         // and a restart replays it.
-                        _ => apply::apply_entry(&mut batch, entry.index, &request).unwrap_or_else(|f| panic!("{f}")).response,
+                        _ => {
+                            let applied = apply::apply_entry(&mut batch, entry.index, &request)
+                                .unwrap_or_else(|f| panic!("{f}"));
+                            events.extend(applied.events);
+                            applied.response
+                        }
                     };
                     answers.push((id, response));
                 }
@@ -259,6 +285,11 @@ impl StoreActor {
         }
         if members_changed {
             self.peers.members.do_send(MembersChanged(self.members.list()));
+        }
+        if !events.is_empty() {
+            if let Some(watch) = &self.peers.watch {
+                watch.do_send(Committed { revision: self.store.current_revision(), events });
+            }
         }
     }
 
@@ -345,6 +376,17 @@ impl Handler<Read> for StoreActor {
         } else {
             self.pending_reads.entry(msg.read_index).or_default().push((msg.request, msg.responder));
         }
+    }
+}
+
+impl Handler<ReadHistory> for StoreActor {
+    type Result = Result<mvcc::History, RequestError>;
+    fn handle(&mut self, msg: ReadHistory, _: &mut Context<Self>) -> Self::Result {
+        self.store.history(msg.from_revision, msg.max_events).map_err(|e| match e {
+            mvcc::MvccError::Compacted { .. } => RequestError::Compacted,
+            mvcc::MvccError::FutureRev { .. } => RequestError::FutureRevision,
+            other => RequestError::Internal(other.to_string()),
+        })
     }
 }
 
