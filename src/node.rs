@@ -63,10 +63,43 @@ fn create_dir(path: &Path) -> Result<(), NodeError> {
     std::fs::create_dir_all(path).map_err(|source| NodeError::DataDir { path: path.to_path_buf(), source })
 }
 
+/// How long a member started with `--initial-cluster-state existing` on an empty
+/// data dir waits for the cluster to call it.
+const JOIN_WAIT: Duration = Duration::from_secs(300);
+
 /// Runs the member until it is stopped (SIGINT / SIGTERM).
 pub fn run(settings: Settings) -> Result<(), NodeError> {
-    let member_id = settings.member_id();
-    let cluster_id = settings.cluster_id();
+    let member_dir = settings.data_dir.join("member");
+    let wal_dir = member_dir.join("wal");
+    let db_dir = member_dir.join("db");
+    create_dir(&member_dir)?;
+    // Bound before anything else: a port in use is a start-up error, and a joining
+    // member learns its identity on this port.
+    let peer_addr = settings.listen_peer[0];
+    let peer_listener =
+        std::net::TcpListener::bind(peer_addr).map_err(|source| NodeError::Listen { addr: peer_addr, source })?;
+
+    let backend = SledBackend::open(&db_dir).map_err(|e| NodeError::Backend(e.to_string()))?;
+    let store = MvccStore::open(Arc::new(backend)).map_err(|e| NodeError::Backend(e.to_string()))?;
+    let applied = store.consistent_index();
+    let members = Members::load(&**store.backend()).map_err(|e| NodeError::Backend(e.to_string()))?;
+
+    let (wal, restored, cluster_id, member_id) = if wal_exists(&wal_dir) {
+        open_wal(&wal_dir, &settings, applied)?
+    } else {
+        if applied > 0 {
+            return Err(NodeError::Mismatch(format!(
+                "the backend has applied index {applied} but {} holds no WAL: refusing to start with a lost log",
+                wal_dir.display()
+            )));
+        }
+        let (cluster_id, member_id) = match settings.cluster_state {
+            ClusterState::New => (settings.cluster_id(), settings.member_id()),
+            ClusterState::Existing => learn_identity(&peer_listener, JOIN_WAIT)?,
+        };
+        create_dir(&wal_dir)?;
+        (Wal::create(&wal_dir, cluster_id, member_id)?, Restored::default(), cluster_id, member_id)
+    };
     tracing::info!(
         "etcdserver: starting server... [version: {}, stead {}] name = {}, data dir = {}, member id = {:x}, cluster id = {:x}",
         crate::service::ETCD_API_VERSION,
@@ -77,17 +110,6 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
         cluster_id
     );
 
-    let member_dir = settings.data_dir.join("member");
-    let wal_dir = member_dir.join("wal");
-    let db_dir = member_dir.join("db");
-    create_dir(&member_dir)?;
-
-    let backend = SledBackend::open(&db_dir).map_err(|e| NodeError::Backend(e.to_string()))?;
-    let store = MvccStore::open(Arc::new(backend)).map_err(|e| NodeError::Backend(e.to_string()))?;
-    let applied = store.consistent_index();
-    let members = Members::load(&**store.backend()).map_err(|e| NodeError::Backend(e.to_string()))?;
-
-    let (wal, restored) = open_wal(&wal_dir, settings.cluster_state, cluster_id, member_id, applied)?;
     // A member joining an existing cluster starts with no membership of its own:
     // it learns the cluster's from the leader's log (bootstrap entry onwards).
     let voters: Vec<u64> = match settings.cluster_state {
@@ -107,47 +129,97 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
         .iter()
         .map(|m| InitialMember { id: m.id, name: m.name.clone(), peer_urls: m.peer_urls.clone() })
         .collect();
-    let system = System::new();
-    system.block_on(serve(settings, node, writer, store, members, initial_members, cluster_id, member_id, applied, boot_millis))
+    let boot = Boot { node, writer, store, members, initial_members, peer_listener, cluster_id, member_id, applied, boot_millis };
+    System::new().block_on(serve(settings, boot))
 }
 
-/// Opens the WAL (or creates it for a new member) and turns what it replays into
-/// the Raft core's restart state.
-fn open_wal(
-    dir: &Path,
-    state: ClusterState,
+/// What `run` prepared for `serve`.
+struct Boot {
+    node: RaftNode,
+    writer: WalWriter,
+    store: MvccStore,
+    members: Members,
+    initial_members: Vec<InitialMember>,
+    peer_listener: std::net::TcpListener,
     cluster_id: u64,
     member_id: u64,
     applied: u64,
-) -> Result<(Wal, Restored), NodeError> {
-    let has_segments = std::fs::read_dir(dir)
+    boot_millis: u64,
+}
+
+fn wal_exists(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
         .map(|entries| entries.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "wal")))
-        .unwrap_or(false);
-    if !has_segments {
-        if state == ClusterState::Existing {
-            // A joining member must first learn the cluster's id and its own
-            // assigned member id from a running member (etcd asks the peers).
-            return Err(NodeError::NotImplemented(
-                "joining an existing cluster (--initial-cluster-state existing) with a new data dir: \
-                 fetching the membership from a running member"
-                    .into(),
-            ));
+        .unwrap_or(false)
+}
+
+/// A member added with `member add` gets its id from the leader, and the cluster's
+/// id is fixed at bootstrap: neither can be derived from this member's flags. Once
+/// the add is applied, every member dials the new one, and each link opens with a
+/// handshake naming the cluster and the member it calls: take both from the first
+/// one. (etcd asks the peers over HTTP instead; stead's peer port speaks frames.)
+fn learn_identity(listener: &std::net::TcpListener, wait: Duration) -> Result<(u64, u64), NodeError> {
+    use crate::net::peer::codec::{decode_frame, Frame};
+    use std::io::Read;
+    tracing::info!("joining an existing cluster: waiting up to {wait:?} for a member to call");
+    listener.set_nonblocking(true).map_err(NodeError::Server)?;
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        let (mut stream, from) = match listener.accept() {
+            Ok(conn) => conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => return Err(NodeError::Server(e)),
+        };
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        // A handshake is a few dozen bytes; more than this is not one.
+        while buf.len() < 4096 {
+            let Ok(n) = stream.read(&mut chunk) else { break };
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match decode_frame(&buf, 4096) {
+                Ok((Frame::Handshake(h), _)) if h.cluster_id != 0 && h.to != 0 => {
+                    tracing::info!(
+                        "joining: member {:x} at {from} called this member {:x} of cluster {:x}",
+                        h.from,
+                        h.to,
+                        h.cluster_id
+                    );
+                    return Ok((h.cluster_id, h.to));
+                }
+                Ok(_) => break,
+                Err(crate::net::peer::PeerError::Truncated { .. }) => continue,
+                Err(_) => break,
+            }
         }
-        if applied > 0 {
-            return Err(NodeError::Mismatch(format!(
-                "the backend has applied index {applied} but {} holds no WAL: refusing to start with a lost log",
-                dir.display()
-            )));
-        }
-        create_dir(dir)?;
-        let wal = Wal::create(dir, cluster_id, member_id)?;
-        return Ok((wal, Restored::default()));
+        tracing::warn!("joining: ignored a connection from {from} that did not open with a handshake");
     }
+    Err(NodeError::Mismatch(format!(
+        "no member of the cluster called within {wait:?}: add this member first (`member add`), then start it"
+    )))
+}
+
+/// Opens an existing WAL: its metadata says which member of which cluster this
+/// data dir is (a joined member's id was assigned by the cluster, so it is read,
+/// not derived), and its replay is the Raft core's restart state.
+fn open_wal(dir: &Path, settings: &Settings, applied: u64) -> Result<(Wal, Restored, u64, u64), NodeError> {
     let (wal, replayed) = Wal::open(dir)?;
-    if replayed.member_id != member_id || replayed.cluster_id != cluster_id {
+    if settings.cluster_state == ClusterState::New
+        && (replayed.member_id != settings.member_id() || replayed.cluster_id != settings.cluster_id())
+    {
         return Err(NodeError::Mismatch(format!(
             "the data dir belongs to member {:x} of cluster {:x}, not member {:x} of cluster {:x}",
-            replayed.member_id, replayed.cluster_id, member_id, cluster_id
+            replayed.member_id,
+            replayed.cluster_id,
+            settings.member_id(),
+            settings.cluster_id()
         )));
     }
     if let Some(torn) = &replayed.torn_tail {
@@ -156,41 +228,30 @@ fn open_wal(
     let last_index =
         replayed.entries.last().map(|e| e.index).or(replayed.snapshot.as_ref().map(|s| s.index)).unwrap_or(0);
     if applied > last_index {
-        return Err(NodeError::Mismatch(format!(
-            "the backend has applied index {applied}, beyond the WAL's last index {last_index}"
-        )));
+        // A snapshot from the leader was installed into the backend, and the
+        // process stopped before the WAL recorded it: the backend is the newer
+        // one, and entries up to its consistent index are skipped on apply.
+        tracing::warn!("the backend has applied index {applied}, beyond the WAL's last index {last_index} (snapshot install interrupted)");
     }
     tracing::info!(
         "WAL: replayed {} entries (last index {last_index}, commit {}), backend applied through {applied}",
         replayed.entries.len(),
         replayed.hard_state.commit
     );
+    let (cluster_id, member_id) = (replayed.cluster_id, replayed.member_id);
     let restored = Restored { hard_state: replayed.hard_state, snapshot: replayed.snapshot, entries: replayed.entries, applied };
-    Ok((wal, restored))
+    Ok((wal, restored, cluster_id, member_id))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    settings: Settings,
-    node: RaftNode,
-    writer: WalWriter,
-    store: MvccStore,
-    members: Members,
-    initial_members: Vec<InitialMember>,
-    cluster_id: u64,
-    member_id: u64,
-    applied: u64,
-    boot_millis: u64,
-) -> Result<(), NodeError> {
+async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
+    let Boot { node, writer, store, members, initial_members, peer_listener, cluster_id, member_id, applied, boot_millis } =
+        boot;
     // Bind first: a port in use is a start-up error, not a later surprise.
     let listeners = settings
         .listen_client
         .iter()
         .map(|addr| std::net::TcpListener::bind(addr).map_err(|source| NodeError::Listen { addr: *addr, source }))
         .collect::<Result<Vec<_>, _>>()?;
-    let peer_addr = settings.listen_peer[0];
-    let peer_listener =
-        std::net::TcpListener::bind(peer_addr).map_err(|source| NodeError::Listen { addr: peer_addr, source })?;
     // Links go to the members the applied log knows; a new member starts from the
     // initial cluster.
     let boot_members: Vec<pb::Member> = if members.list().is_empty() {

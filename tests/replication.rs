@@ -145,12 +145,12 @@ fn five_members_serve_with_two_down_and_refuse_writes_with_three_down() {
     assert_eq!(get(&live, "k", true)["kvs"][0]["value"], json!(b64("with-two-down")));
 }
 
-/// etcd's Cluster API on a running cluster: a learner is added (and listed as
-/// unstarted), is not promoted while it lags, is removed again; a follower is
-/// removed and the remaining two keep serving. (A new process joining with
-/// `--initial-cluster-state existing` is not implemented yet: it says so.)
+/// etcd's Cluster API on a running cluster: a learner is added (listed as
+/// unstarted), is not promoted while it lags, joins with `--initial-cluster-state
+/// existing` and catches up, is promoted, and takes part in writes; then a
+/// follower is removed and the rest keep serving.
 #[test]
-fn add_a_learner_refuse_its_promotion_while_it_lags_then_remove_members() {
+fn add_a_learner_that_joins_promote_it_then_remove_a_member() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(20));
     let leader_ep = cluster.members[leader].endpoint.clone();
@@ -187,23 +187,63 @@ fn add_a_learner_refuse_its_promotion_while_it_lags_then_remove_members() {
     let (_, not_learner) = post(&leader_ep, "/v3/cluster/member/promote", &json!({"ID": voter_id}).to_string());
     assert_eq!(not_learner["error"], json!("etcdserver: can only promote a learner member"));
 
-    let (code, removed) = post(&leader_ep, "/v3/cluster/member/remove", &json!({"ID": new_id}).to_string());
-    assert_eq!(code, 200, "{removed}");
-    assert_eq!(removed["members"].as_array().map(Vec::len), Some(3));
-    let (_, missing) = post(&leader_ep, "/v3/cluster/member/remove", &json!({"ID": new_id}).to_string());
-    assert_eq!(missing["error"], json!("etcdserver: member not found"));
+    // Start the new member as etcd's docs do: the current members plus itself,
+    // state "existing". It learns its id and the cluster's when a member calls.
+    let (_, list) = post(&leader_ep, "/v3/cluster/member/list", "{}");
+    let mut initial: Vec<String> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["ID"].as_str() != Some(new_id.as_str()))
+        .map(|m| format!("{}={}", m["name"].as_str().unwrap(), m["peerURLs"][0].as_str().unwrap()))
+        .collect();
+    initial.push(format!("m4={url}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "--name", "m4", "--initial-cluster", &initial.join(","), "--initial-cluster-state", "existing",
+        "--initial-cluster-token", "test-cluster", "--initial-advertise-peer-urls", &url, "--listen-peer-urls", &url,
+        "--heartbeat-interval", "50", "--election-timeout", "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut learner = common::Launched::new(&tmp.path().join("m4"), args).wait_ready();
+    wait_value(&learner.endpoint, "before", "1", Duration::from_secs(20));
+    let (_, st) = learner.post("/v3/maintenance/status", "{}");
+    assert_eq!(st["header"]["member_id"], json!(new_id), "the joined member took the id the cluster gave it");
 
-    // Remove a follower: two members remain, and they still commit writes.
+    // Caught up: promotion is accepted now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, promoted) = post(&leader_ep, "/v3/cluster/member/promote", &json!({"ID": new_id}).to_string());
+        if code == 200 {
+            let m = promoted["members"].as_array().unwrap().iter().find(|m| m["ID"].as_str() == Some(&new_id)).cloned();
+            assert!(m.is_some_and(|m| m.get("isLearner").is_none()), "{promoted}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "promotion never accepted: {promoted}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    put(&leader_ep, "after-promote", "3");
+    wait_value(&learner.endpoint, "after-promote", "3", Duration::from_secs(10));
+    // A restart of the joined member reads its identity from its own WAL.
+    learner.restart();
+    wait_value(&learner.endpoint, "after-promote", "3", Duration::from_secs(20));
+
+    // Remove a follower (not the new member): the rest still commit writes.
     let victim = (0..3).find(|i| *i != leader).unwrap();
     let (_, st) = cluster.members[victim].post("/v3/maintenance/status", "{}");
     let victim_id = st["header"]["member_id"].as_str().unwrap().to_string();
     let (code, removed) = post(&leader_ep, "/v3/cluster/member/remove", &json!({"ID": victim_id}).to_string());
     assert_eq!(code, 200, "{removed}");
-    assert_eq!(removed["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(removed["members"].as_array().map(Vec::len), Some(3));
+    let (_, missing) = post(&leader_ep, "/v3/cluster/member/remove", &json!({"ID": victim_id}).to_string());
+    assert_eq!(missing["error"], json!("etcdserver: member not found"));
     let (code, after) = put(&leader_ep, "after", "2");
     assert_eq!(code, 200, "{after}");
     let other = (0..3).find(|i| *i != leader && *i != victim).unwrap();
     wait_value(&cluster.members[other].endpoint, "after", "2", Duration::from_secs(10));
+    wait_value(&learner.endpoint, "after", "2", Duration::from_secs(10));
 }
 
 #[test]

@@ -52,23 +52,6 @@ fn bad_configuration_exits_2_naming_the_key() {
     assert!(!dir.path().join("d").exists(), "a refused configuration must not create the data dir");
 }
 
-/// Joining a running cluster from an empty data dir needs the cluster's id and
-/// the member's assigned id from a running member, which stead cannot fetch yet:
-/// it says so instead of starting a member that would be refused.
-#[test]
-fn joining_an_existing_cluster_with_a_new_data_dir_is_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml");
-    let data = dir.path().join("n1");
-    let (code, _, err) = stead(&[
-        "--config", cluster, "--name", "n1", "--data-dir", data.to_str().unwrap(),
-        "--initial-cluster-state", "existing", "--listen-client-urls", "http://127.0.0.1:0",
-        "--listen-peer-urls", "http://127.0.0.1:0",
-    ]);
-    assert_ne!(code, 0);
-    assert!(err.contains("not implemented yet") && err.contains("existing"), "{err}");
-}
-
 #[test]
 fn milestone_log_lines_come_in_etcds_order() {
     let s = common::Server::start(&[]);
