@@ -92,11 +92,17 @@ fn connection_service(
         async move {
             let gateway = gateway_service(service.clone(), shutdown.clone(), addr).new_service(()).await?;
             let gateway = Rc::new(gateway);
-            let grpc = spawn_grpc(service, shutdown);
+            let grpc = spawn_grpc(service, shutdown.clone());
             Ok(fn_service(move |stream: TcpStream| {
-                let (gateway, grpc) = (Rc::clone(&gateway), grpc.clone());
+                let (gateway, grpc, shutdown) = (Rc::clone(&gateway), grpc.clone(), shutdown.clone());
                 async move {
-                    match sniff(&stream).await {
+                    // A connection still silent when the server stops is closed
+                    // at once, as the gateway closes its idle ones.
+                    let protocol = tokio::select! {
+                        protocol = sniff(&stream) => protocol,
+                        () = shutdown.notified() => Ok(None),
+                    };
+                    match protocol {
                         Ok(Some(Protocol::Http)) => {
                             // The gateway logs its own connection errors.
                             let _ = gateway.call(stream).await;
