@@ -40,10 +40,10 @@ pub fn routes(service: ClientService) -> Routes {
         };
     }
     Routes::new(limited!(KvServer::new(KvApi { service: service.clone() })))
-        .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service })))
+        .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service: service.clone() })))
+        .add_service(limited!(ClusterServer::new(ClusterApi { service })))
         .add_service(limited!(WatchServer::new(NotServed)))
         .add_service(limited!(LeaseServer::new(NotServed)))
-        .add_service(limited!(ClusterServer::new(NotServed)))
         .add_service(limited!(AuthServer::new(NotServed)))
 }
 
@@ -125,6 +125,10 @@ grpc_service! {
             async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
                 reply(self.service.status().await)
             }
+
+            async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+                reply(self.service.move_leader(request.into_inner()).await)
+            }
         }
         not_implemented("Maintenance") {
             alarm(pb::AlarmRequest) -> pb::AlarmResponse = "Alarm";
@@ -132,7 +136,6 @@ grpc_service! {
             hash(pb::HashRequest) -> pb::HashResponse = "Hash";
             hash_kv(pb::HashKvRequest) -> pb::HashKvResponse = "HashKV";
             snapshot(pb::SnapshotRequest) -> Self::SnapshotStream = "Snapshot";
-            move_leader(pb::MoveLeaderRequest) -> pb::MoveLeaderResponse = "MoveLeader";
         }
     }
 }
@@ -167,16 +170,40 @@ grpc_service! {
     }
 }
 
-grpc_service! {
-    impl Cluster for NotServed {
-        served {}
-        not_implemented("Cluster") {
-            member_add(pb::MemberAddRequest) -> pb::MemberAddResponse = "MemberAdd";
-            member_remove(pb::MemberRemoveRequest) -> pb::MemberRemoveResponse = "MemberRemove";
-            member_update(pb::MemberUpdateRequest) -> pb::MemberUpdateResponse = "MemberUpdate";
-            member_list(pb::MemberListRequest) -> pb::MemberListResponse = "MemberList";
-            member_promote(pb::MemberPromoteRequest) -> pb::MemberPromoteResponse = "MemberPromote";
-        }
+/// `etcdserverpb.Cluster`: every RPC served.
+struct ClusterApi {
+    service: ClientService,
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterApi {
+    async fn member_add(&self, request: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+        reply(self.service.member_add(request.into_inner()).await)
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        reply(self.service.member_remove(request.into_inner()).await)
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        reply(self.service.member_update(request.into_inner()).await)
+    }
+
+    async fn member_list(&self, _request: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
+        reply(self.service.member_list().await)
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        reply(self.service.member_promote(request.into_inner()).await)
     }
 }
 
