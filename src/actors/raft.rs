@@ -20,7 +20,8 @@ use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest, RequestHeader};
 use crate::net::peer::{
-    InboundMessages, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages, Unreachable,
+    InboundMessages, InboundSnapshot, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages,
+    SnapshotSent, Unreachable,
 };
 use crate::proto::etcdserverpb as pb;
 use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode, Role};
@@ -136,6 +137,21 @@ pub struct RaftActor {
     applied_index: u64,
     ready_notice: Option<ReadyNotice>,
     last_leader: Option<u64>,
+    /// A `Drive` is queued behind the messages waiting in the mailbox.
+    drive_scheduled: bool,
+}
+
+/// Carry out the core's `Ready` (see `drive_soon`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drive;
+
+impl Handler<Drive> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, _: Drive, _: &mut Context<Self>) {
+        self.drive_scheduled = false;
+        self.drive();
+    }
 }
 
 impl RaftActor {
@@ -161,12 +177,23 @@ impl RaftActor {
             applied_index: w.applied_index,
             ready_notice: Some(w.ready_notice),
             last_leader: None,
+            drive_scheduled: false,
         }
     }
 
     fn request_id(&mut self) -> u64 {
         self.next_request_id = self.next_request_id.wrapping_add(1);
         self.next_request_id
+    }
+
+    /// Drives the core once the messages already in the mailbox are handled, so a
+    /// burst of proposals, reads or peer messages becomes one `Ready`: one WAL
+    /// append, one batch per peer, one apply batch.
+    fn drive_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.drive_scheduled {
+            self.drive_scheduled = true;
+            ctx.notify(Drive);
+        }
     }
 
     /// Carries out everything the core has asked for since the last call, in the
@@ -249,7 +276,7 @@ impl RaftActor {
                 limits: PeerLimits::default(),
             };
             let unreachable = ctx.address().recipient();
-            match PeerActor::new(config, unreachable) {
+            match PeerActor::new(config, unreachable, ctx.address().recipient()) {
                 Ok(actor) => {
                     let link = PeerActor::start_in_arbiter(&self.peer_arbiter, move |_| actor);
                     self.peers.insert(id, (m.peer_ur_ls.clone(), link));
@@ -314,7 +341,14 @@ impl Actor for RaftActor {
         }
         if let Some(socket) = self.peer_socket.take() {
             let members: Vec<NodeId> = self.boot_members.iter().map(|m| m.id).collect();
-            match PeerListener::start(socket, self.cluster_id, self.member_id, members, ctx.address().recipient()) {
+            match PeerListener::start(
+                socket,
+                self.cluster_id,
+                self.member_id,
+                members,
+                ctx.address().recipient(),
+                ctx.address().recipient(),
+            ) {
                 Ok(listener) => self.peer_listener = Some(listener),
                 Err(e) => panic!("cannot serve the peer port: {e}"),
             }
@@ -325,13 +359,13 @@ impl Actor for RaftActor {
             act.node.tick();
             act.drive();
         });
-        self.drive();
+        self.drive_soon(ctx);
     }
 }
 
 impl Handler<Propose> for RaftActor {
     type Result = Result<(), RequestError>;
-    fn handle(&mut self, msg: Propose, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.request_id();
         let request = InternalRequest {
             header: Some(RequestHeader { id, proposer: self.member_id }),
@@ -345,14 +379,14 @@ impl Handler<Propose> for RaftActor {
         // Registered before the entry can commit: this actor's messages to the
         // store arrive in the order they were sent.
         self.store.do_send(AwaitApply { id, responder: msg.responder });
-        self.drive();
+        self.drive_soon(ctx);
         Ok(())
     }
 }
 
 impl Handler<ChangeMembership> for RaftActor {
     type Result = Result<NodeId, RequestError>;
-    fn handle(&mut self, msg: ChangeMembership, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
         if self.node.role() != Role::Leader {
             return Err(RequestError::NotLeader);
         }
@@ -393,14 +427,14 @@ impl Handler<ChangeMembership> for RaftActor {
             other => RequestError::Internal(format!("etcdserver: {other}")),
         })?;
         self.store.do_send(AwaitApply { id: request_id, responder: msg.responder });
-        self.drive();
+        self.drive_soon(ctx);
         Ok(id)
     }
 }
 
 impl Handler<TransferLeader> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: TransferLeader, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: TransferLeader, ctx: &mut Context<Self>) {
         if self.node.leader() == Some(msg.target) {
             let _ = msg.responder.send(Ok(()));
             return;
@@ -412,7 +446,7 @@ impl Handler<TransferLeader> for RaftActor {
         match self.node.transfer_leader(msg.target) {
             Ok(()) => {
                 self.transfer_waiters.push((msg.target, msg.responder));
-                self.drive();
+                self.drive_soon(ctx);
             }
             Err(RaftError::InvalidTransferTarget(_)) => {
                 let _ = msg.responder.send(Err(RequestError::BadLeaderTransferee));
@@ -426,13 +460,13 @@ impl Handler<TransferLeader> for RaftActor {
 
 impl Handler<ReadIndex> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: ReadIndex, _: &mut Context<Self>) {
-        let ctx = self.next_read_ctx;
+    fn handle(&mut self, msg: ReadIndex, ctx: &mut Context<Self>) {
+        let read_ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        match self.node.read_index(ctx) {
+        match self.node.read_index(read_ctx) {
             Ok(()) => {
-                self.read_waiters.insert(ctx, msg.responder);
-                self.drive();
+                self.read_waiters.insert(read_ctx, msg.responder);
+                self.drive_soon(ctx);
             }
             Err(e) => {
                 let _ = msg.responder.send(Err(Self::proposal_error(e)));
@@ -443,16 +477,16 @@ impl Handler<ReadIndex> for RaftActor {
 
 impl Handler<Persisted> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: Persisted, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
         self.node.on_persisted(msg.ack);
         self.send(msg.after_persist);
-        self.drive();
+        self.drive_soon(ctx);
     }
 }
 
 impl Handler<AppliedTo> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: AppliedTo, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: AppliedTo, ctx: &mut Context<Self>) {
         self.applied_index = self.applied_index.max(msg.index);
         self.node.on_applied(self.applied_index);
         if self.node.leader().is_some() && self.applied_index >= self.node.commit_index() {
@@ -460,7 +494,7 @@ impl Handler<AppliedTo> for RaftActor {
                 let _ = notice.send(());
             }
         }
-        self.drive();
+        self.drive_soon(ctx);
     }
 }
 
@@ -480,7 +514,7 @@ impl Handler<DurableTo> for RaftActor {
 
 impl Handler<InboundMessages> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: InboundMessages, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: InboundMessages, ctx: &mut Context<Self>) {
         for m in msg.0 {
             if let MessageBody::Snapshot { meta } = &m.body {
                 // The snapshot's data would have to arrive first (not implemented
@@ -492,15 +526,30 @@ impl Handler<InboundMessages> for RaftActor {
                 tracing::debug!("raft: message not stepped: {e}");
             }
         }
-        self.drive();
+        self.drive_soon(ctx);
     }
 }
 
 impl Handler<Unreachable> for RaftActor {
     type Result = ();
-    fn handle(&mut self, msg: Unreachable, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Unreachable, ctx: &mut Context<Self>) {
         self.node.report_unreachable(msg.to);
+        self.drive_soon(ctx);
+    }
+}
+
+impl Handler<SnapshotSent> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotSent, _: &mut Context<Self>) {
+        self.node.report_snapshot(msg.to, msg.ok);
         self.drive();
+    }
+}
+
+impl Handler<InboundSnapshot> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, _msg: InboundSnapshot, _: &mut Context<Self>) {
+        tracing::error!("snapshot install is being wired");
     }
 }
 
