@@ -14,7 +14,8 @@ use actix::prelude::*;
 
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::proto::etcdserverpb as pb;
-use crate::actors::store::{HeaderIds, StoreActor, StorePeers};
+use crate::actors::store::{GetStatus, HeaderIds, StoreActor, StorePeers};
+use crate::actors::watch::{Attach, HubConfig, WatchHub};
 use crate::actors::wal::WalActor;
 use crate::compactor::{self, AutoCompaction};
 use crate::config::{ClusterState, Settings};
@@ -267,6 +268,11 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let peer_arbiter = Arbiter::new().handle();
     let store_arbiter = Arbiter::new().handle();
     let wal_arbiter = Arbiter::new().handle();
+    // The watch hub starts first: the store is created with its address.
+    let watch_arbiter = Arbiter::new().handle();
+    let hub_config = HubConfig::new(settings.max_request_bytes);
+    let hub = WatchHub::start_in_arbiter(&watch_arbiter, move |_| WatchHub::new(hub_config));
+    let hub_recipient = hub.clone().recipient();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
     let tick = Duration::from_millis(settings.heartbeat_interval_ms);
@@ -282,7 +288,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             applied: raft_addr.clone().recipient(),
             durable: raft_addr.clone().recipient(),
             members: raft_addr.recipient(),
-            watch: None,
+            watch: Some(hub_recipient),
         };
         let ids = HeaderIds { cluster_id, member_id };
         let store_addr =
@@ -311,13 +317,30 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         .await
         .map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
 
+    // The hub reads history from the store from here on; the revision is asked
+    // before `Attach` is sent, so every change after it reaches the hub as events.
+    let store_status = store_addr
+        .send(GetStatus)
+        .await
+        .map_err(|_| NodeError::Mismatch("the store actor did not start".into()))?;
+    hub.send(Attach {
+        history: store_addr.clone().recipient(),
+        read: store_addr.clone().recipient(),
+        status: store_addr.clone().recipient(),
+        raft: raft_addr.clone().recipient(),
+        ids: HeaderIds { cluster_id, member_id },
+        revision: store_status.revision,
+    })
+    .await
+    .map_err(|_| NodeError::Mismatch("the watch hub did not start".into()))?;
+
     let election_timeout = Duration::from_millis(settings.election_timeout_ms);
     let limits = Limits {
         max_txn_ops: settings.max_txn_ops,
         max_request_bytes: settings.max_request_bytes,
         request_timeout: Duration::from_secs(5) + 2 * election_timeout,
     };
-    let service = ClientService::new(raft_addr, store_addr, limits);
+    let service = ClientService::new(raft_addr, store_addr, limits).with_watch(hub);
     // As etcd: serve clients once this member is part of a cluster with a leader
     // and has caught up with its log.
     if ready_rx.await.is_err() {

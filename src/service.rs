@@ -15,6 +15,7 @@ use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
 };
 use crate::actors::store::{GetMembers, GetStatus, Read, ReadRequest, StoreActor};
+use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
 use crate::kv::validate;
@@ -40,11 +41,23 @@ pub struct ClientService {
     raft: Addr<RaftActor>,
     store: Addr<StoreActor>,
     limits: Limits,
+    watch: Option<Addr<WatchHub>>,
 }
 
 impl ClientService {
     pub fn new(raft: Addr<RaftActor>, store: Addr<StoreActor>, limits: Limits) -> Self {
-        ClientService { raft, store, limits }
+        ClientService { raft, store, limits, watch: None }
+    }
+
+    /// The member's watch hub, which serves watch streams (they are long-lived and
+    /// owned by the hub, so encodings talk to it directly).
+    pub fn with_watch(mut self, hub: Addr<WatchHub>) -> Self {
+        self.watch = Some(hub);
+        self
+    }
+
+    pub fn watch(&self) -> Option<&Addr<WatchHub>> {
+        self.watch.as_ref()
     }
 
     pub fn limits(&self) -> Limits {

@@ -2,3 +2,4 @@
 pub mod raft;
 pub mod store;
 pub mod wal;
+pub mod watch;

@@ -111,6 +111,11 @@ pub enum Command {
     Compaction(CompactionArgs),
     /// Endpoint related commands
     Endpoint(EndpointArgs),
+    /// Transfers leadership to another etcd cluster member.
+    #[command(name = "move-leader")]
+    MoveLeader(NoArgs),
+    /// Membership related commands
+    Member(MemberArgs),
     /// Prints the version of steadctl
     Version(VersionArgs),
     /// etcdctl commands steadctl does not implement yet.
@@ -218,7 +223,7 @@ pub struct CompactionArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct EndpointArgs {
-    /// use all endpoints from the cluster member list (not supported yet)
+    /// use all endpoints from the cluster member list
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub cluster: bool,
     #[command(subcommand)]
@@ -233,6 +238,50 @@ pub enum EndpointCommand {
     Status(NoArgs),
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemberArgs {
+    #[command(subcommand)]
+    pub command: Option<MemberCommand>,
+}
+
+/// etcdctl's member subcommands, in its registration order.
+#[derive(Subcommand, Debug, Clone)]
+pub enum MemberCommand {
+    /// Adds a member into the cluster
+    Add(MemberAddArgs),
+    /// Removes a member from the cluster
+    Remove(NoArgs),
+    /// Updates a member in the cluster
+    Update(MemberUpdateArgs),
+    /// Lists all members in the cluster
+    List(NoArgs),
+    /// Promotes a non-voting member in the cluster
+    Promote(NoArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemberAddArgs {
+    /// comma separated peer URLs for the new member.
+    #[arg(long = "peer-urls", default_value = "")]
+    pub peer_urls: String,
+    /// indicates if the new member is raft learner
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub learner: bool,
+    /// <memberName>
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemberUpdateArgs {
+    /// comma separated peer URLs for the updated member.
+    #[arg(long = "peer-urls", default_value = "")]
+    pub peer_urls: String,
+    /// <memberID>
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
 
-use super::args::{self, Cli, Command, EndpointCommand, GlobalArgs, ParseFailure};
+use super::args::{self, Cli, Command, EndpointCommand, GlobalArgs, MemberCommand, ParseFailure};
 use super::gateway::{Endpoint, Gateway, Idempotence, LogTarget, RpcError, CODE_PERMISSION_DENIED};
 use super::printer::{EpHealth, EpStatus, Format, Printer};
-use super::{gofmt, ops, txn, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
+use super::{cluster, gofmt, ops, txn, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
     StatusRequest, StatusResponse, TxnResponse,
@@ -26,7 +26,10 @@ const ETCDCTL_COMMANDS: &[&str] = &[
     "version", "lease", "member", "snapshot", "make-mirror", "migrate", "lock", "elect", "auth", "user",
     "role", "check", "help",
 ];
-const STEADCTL_COMMANDS: &[&str] = &["get", "put", "del", "txn", "compaction", "endpoint", "version"];
+const STEADCTL_COMMANDS: &[&str] =
+    &["get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "member", "version"];
+/// etcdctl's `member` subcommands in registration order (cobra prefix-matches them too).
+const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 /// Global flags that take a separate value (`--endpoints X`), for finding the command word.
 const VALUE_FLAGS: &[&str] = &[
     "--endpoints", "-w", "--write-out", "--dial-timeout", "--command-timeout", "--keepalive-time",
@@ -56,12 +59,9 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
         Some(Command::Txn(a)) => txn_cmd(&g, a),
         Some(Command::Compaction(a)) => compaction(&g, a),
         Some(Command::Endpoint(a)) => {
-            if a.cluster {
-                return Err(CtlError::new(EXIT_BAD_FEATURE, "steadctl does not support --cluster yet"));
-            }
             match a.command {
-                Some(EndpointCommand::Health(_)) => endpoint_health(&g),
-                Some(EndpointCommand::Status(_)) => endpoint_status(&g),
+                Some(EndpointCommand::Health(_)) => endpoint_health(&g, a.cluster),
+                Some(EndpointCommand::Status(_)) => endpoint_status(&g, a.cluster),
                 Some(EndpointCommand::Other(words)) if resolves_to(&words, "hashkv") => Err(CtlError::new(
                     EXIT_BAD_FEATURE,
                     "steadctl does not support \"endpoint hashkv\" yet",
@@ -79,6 +79,23 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
                 }
             }
         }
+        Some(Command::MoveLeader(a)) => cluster::move_leader(&g, a),
+        Some(Command::Member(a)) => match a.command {
+            Some(MemberCommand::Add(a)) => cluster::member_add(&g, a),
+            Some(MemberCommand::Remove(a)) => cluster::member_remove(&g, a),
+            Some(MemberCommand::Update(a)) => cluster::member_update(&g, a),
+            Some(MemberCommand::List(_)) => cluster::member_list(&g),
+            Some(MemberCommand::Promote(a)) => cluster::member_promote(&g, a),
+            // As for `endpoint`: the member usage (exit 0) for a missing or unknown subcommand.
+            Some(MemberCommand::Other(_)) | None => {
+                let mut cmd = Cli::command();
+                cmd.build();
+                let help =
+                    cmd.find_subcommand_mut("member").map(|c| c.render_help().to_string()).unwrap_or_default();
+                print_out(help.as_bytes());
+                Ok(())
+            }
+        },
         Some(Command::Version(_)) => {
             print_out(format!("steadctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION")).as_bytes());
             Ok(())
@@ -128,12 +145,38 @@ fn resolve_command_prefix(argv: &mut [OsString]) {
             i += 1;
             continue;
         }
-        if ETCDCTL_COMMANDS.contains(&word) {
+        if !ETCDCTL_COMMANDS.contains(&word) {
+            let matches: Vec<&&str> = ETCDCTL_COMMANDS.iter().filter(|c| c.starts_with(word)).collect();
+            match matches.as_slice() {
+                [only] if STEADCTL_COMMANDS.contains(only) => argv[i] = OsString::from(**only),
+                _ => return,
+            }
+        }
+        if argv[i] == "member" {
+            resolve_subcommand_prefix(&mut argv[i + 1..], MEMBER_COMMANDS);
+        }
+        return;
+    }
+}
+
+/// cobra's prefix matching one level down: the first word that is not a flag.
+fn resolve_subcommand_prefix(argv: &mut [OsString], subcommands: &[&str]) {
+    let mut i = 0;
+    while i < argv.len() {
+        let Some(word) = argv[i].to_str() else { return };
+        if word == "--" {
             return;
         }
-        let matches: Vec<&&str> = ETCDCTL_COMMANDS.iter().filter(|c| c.starts_with(word)).collect();
+        if word.starts_with('-') {
+            if VALUE_FLAGS.contains(&word) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        let matches: Vec<&&str> = subcommands.iter().filter(|c| c.starts_with(word)).collect();
         if let [only] = matches.as_slice() {
-            if STEADCTL_COMMANDS.contains(only) {
+            if !word.is_empty() {
                 argv[i] = OsString::from(**only);
             }
         }
@@ -226,7 +269,7 @@ fn print_err(bytes: &[u8]) {
 
 /// etcdctl's `mustClientFromCmd` + `initDisplayFromCmd`: flags steadctl cannot
 /// honour fail here, as do bad endpoints and unknown output formats.
-fn client_and_printer(g: &GlobalArgs) -> Result<(Gateway, Printer), CtlError> {
+pub(super) fn client_and_printer(g: &GlobalArgs) -> Result<(Gateway, Printer), CtlError> {
     let printer = printer_from(g)?;
     Ok((gateway_from(g)?, printer))
 }
@@ -237,7 +280,7 @@ fn printer_from(g: &GlobalArgs) -> Result<Printer, CtlError> {
     Ok(Printer::new(format, g.hex))
 }
 
-fn gateway_from(g: &GlobalArgs) -> Result<Gateway, CtlError> {
+pub(super) fn gateway_from(g: &GlobalArgs) -> Result<Gateway, CtlError> {
     let unsupported = |flag: &str| {
         Err(CtlError::new(EXIT_BAD_FEATURE, format!("steadctl does not support {flag} yet")))
     };
@@ -262,13 +305,14 @@ fn gateway_from(g: &GlobalArgs) -> Result<Gateway, CtlError> {
 }
 
 fn endpoints_from(g: &GlobalArgs) -> Result<Vec<Endpoint>, CtlError> {
-    g.endpoints
-        .iter()
-        .map(|e| Endpoint::parse(e).map_err(|m| CtlError::new(EXIT_BAD_ARGS, m)))
-        .collect()
+    parse_endpoints(&g.endpoints)
 }
 
-fn rpc_failed(e: RpcError) -> CtlError {
+fn parse_endpoints(eps: &[String]) -> Result<Vec<Endpoint>, CtlError> {
+    eps.iter().map(|e| Endpoint::parse(e).map_err(|m| CtlError::new(EXIT_BAD_ARGS, m))).collect()
+}
+
+pub(super) fn rpc_failed(e: RpcError) -> CtlError {
     CtlError::new(EXIT_ERROR, e.etcdctl_text())
 }
 
@@ -349,10 +393,15 @@ fn compaction(g: &GlobalArgs, a: args::CompactionArgs) -> Result<(), CtlError> {
 }
 
 /// etcdctl: a linearizable get of "health" on each endpoint, in parallel;
-/// "permission denied" still proves the request went through consensus.
-fn endpoint_health(g: &GlobalArgs) -> Result<(), CtlError> {
+/// "permission denied" still proves the request went through consensus. With
+/// `--cluster` the endpoints are every member's client URLs (from MemberList).
+fn endpoint_health(g: &GlobalArgs, all_members: bool) -> Result<(), CtlError> {
     let printer = printer_from(g)?;
-    let gw = gateway_from(g)?;
+    let mut gw = gateway_from(g)?;
+    if all_members {
+        let eps = cluster::cluster_endpoints(g)?;
+        gw = Gateway::new(parse_endpoints(&eps)?, g.dial_timeout);
+    }
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| {
         for ep in gw.endpoints() {
@@ -393,9 +442,14 @@ fn endpoint_health(g: &GlobalArgs) -> Result<(), CtlError> {
 }
 
 /// etcdctl: Maintenance.Status on each endpoint in turn; failures are reported
-/// and skipped, and make the exit code 1.
-fn endpoint_status(g: &GlobalArgs) -> Result<(), CtlError> {
-    let (gw, printer) = client_and_printer(g)?;
+/// and skipped, and make the exit code 1. With `--cluster` the endpoints are
+/// every member's client URLs (from MemberList).
+fn endpoint_status(g: &GlobalArgs, all_members: bool) -> Result<(), CtlError> {
+    let (mut gw, printer) = client_and_printer(g)?;
+    if all_members {
+        let eps = cluster::cluster_endpoints(g)?;
+        gw = Gateway::new(parse_endpoints(&eps)?, g.dial_timeout);
+    }
     let mut list = Vec::new();
     let mut failed = false;
     for ep in gw.endpoints() {
@@ -424,7 +478,7 @@ fn endpoint_status(g: &GlobalArgs) -> Result<(), CtlError> {
 
 /// Run a printer into a buffer and write it to stdout (also on a printer error,
 /// whatever it printed first).
-fn emit(f: impl FnOnce(&mut Vec<u8>) -> Result<(), CtlError>) -> Result<(), CtlError> {
+pub(super) fn emit(f: impl FnOnce(&mut Vec<u8>) -> Result<(), CtlError>) -> Result<(), CtlError> {
     let mut out = Vec::new();
     let r = f(&mut out);
     print_out(&out);
@@ -461,6 +515,13 @@ mod tests {
         let mut a = os(&["steadctl", "--endpoints", "x:1", "ge", "k"]);
         resolve_command_prefix(&mut a);
         assert_eq!(a[3], "get");
+        // Subcommands too: etcdctl 3.4.23 runs `mem li` as `member list`.
+        let mut a = os(&["steadctl", "mem", "-w", "table", "li"]);
+        resolve_command_prefix(&mut a);
+        assert_eq!(a, os(&["steadctl", "member", "-w", "table", "list"]));
+        let mut a = os(&["steadctl", "mo", "12"]);
+        resolve_command_prefix(&mut a);
+        assert_eq!(a[1], "move-leader");
         // "e" is ambiguous among etcdctl's commands (elect, endpoint).
         let mut a = os(&["steadctl", "e", "health"]);
         resolve_command_prefix(&mut a);

@@ -117,6 +117,8 @@ pub enum LogTarget {
     Balancer,
     /// A direct per-endpoint dial (Maintenance.Status): `passthrough:///<host>`.
     Passthrough,
+    /// A call etcdctl does not make (steadctl's leader discovery): logs nothing.
+    Quiet,
 }
 
 /// The HTTP client for one steadctl run.
@@ -125,6 +127,9 @@ pub struct Gateway {
     endpoints: Vec<Endpoint>,
     dial_timeout: Duration,
     client_id: String,
+    /// The host clientv3 would name in its log target: the first endpoint the
+    /// client was made with (kept when a request is redirected to the leader).
+    log_host: String,
 }
 
 enum Attempt {
@@ -140,7 +145,8 @@ impl Gateway {
             .max_redirects(0)
             .user_agent("steadctl")
             .build();
-        Gateway { agent: ureq::Agent::new_with_config(config), endpoints, dial_timeout, client_id: uuid_v4() }
+        let log_host = endpoints.first().map(|e| e.host.clone()).unwrap_or_default();
+        Gateway { agent: ureq::Agent::new_with_config(config), endpoints, dial_timeout, client_id: uuid_v4(), log_host }
     }
 
     /// A gateway bound to a single endpoint (for per-endpoint commands), sharing the agent.
@@ -150,6 +156,19 @@ impl Gateway {
             endpoints: vec![ep.clone()],
             dial_timeout: self.dial_timeout,
             client_id: uuid_v4(),
+            log_host: ep.host.clone(),
+        }
+    }
+
+    /// The same client sending to other endpoints (the leader, for membership
+    /// changes on stead) while it logs as the client etcdctl would have used.
+    pub fn redirected(&self, endpoints: Vec<Endpoint>) -> Gateway {
+        Gateway {
+            agent: self.agent.clone(),
+            endpoints,
+            dial_timeout: self.dial_timeout,
+            client_id: self.client_id.clone(),
+            log_host: self.log_host.clone(),
         }
     }
 
@@ -279,8 +298,9 @@ impl Gateway {
 
     /// clientv3's `retrying of unary invoker failed` warning (zap JSON, stderr).
     fn warn(&self, target: &LogTarget, attempt: u32, err: &RpcError, unreachable: &str) {
-        let first = self.endpoints.first().map(|e| e.host.as_str()).unwrap_or("");
+        let first = self.log_host.as_str();
         let (target, deadline_desc) = match target {
+            LogTarget::Quiet => return,
             LogTarget::Balancer => (
                 format!("endpoint://client-{}/{}", self.client_id, first),
                 "latest balancer error: all SubConns are in TransientFailure".to_string(),

@@ -236,6 +236,26 @@ pub fn parse_int(s: &str, base: u32) -> Result<i64, String> {
     }
 }
 
+/// Go's `strconv.ParseUint(s, base, 64)` for an explicit base (2..=36): no sign,
+/// no prefix, no underscores (etcdctl's hex member IDs use base 16).
+pub fn parse_uint(s: &str, base: u32) -> Result<u64, String> {
+    let err = |why: &str| format!("strconv.ParseUint: parsing {}: {why}", quote(s.as_bytes()));
+    if s.is_empty() {
+        return Err(err("invalid syntax"));
+    }
+    // Digit by digit, as Go does: an overflow is reported where it happens,
+    // even if a bad character follows.
+    let mut n: u64 = 0;
+    for c in s.chars() {
+        let d = c.to_digit(base).ok_or_else(|| err("invalid syntax"))?;
+        n = n
+            .checked_mul(u64::from(base))
+            .and_then(|n| n.checked_add(u64::from(d)))
+            .ok_or_else(|| err("value out of range"))?;
+    }
+    Ok(n)
+}
+
 /// go-humanize's `Bytes` (SI units): `20 kB`, `1.2 MB`, `9 B`.
 pub fn humanize_bytes(s: u64) -> String {
     const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -370,6 +390,27 @@ mod tests {
             Err(r#"strconv.ParseInt: parsing "99999999999999999999": value out of range"#.into())
         );
         assert_eq!(parse_int("", 10), Err(r#"strconv.ParseInt: parsing "": invalid syntax"#.into()));
+    }
+
+    #[test]
+    fn parse_uint_matches_go_strconv() {
+        // Texts captured from etcdctl 3.4.23 (`member remove X`, `move-leader X`).
+        assert_eq!(parse_uint("ab32b7da0a86d24c", 16), Ok(0xab32b7da0a86d24c));
+        assert_eq!(parse_uint("FFFFFFFFFFFFFFFF", 16), Ok(u64::MAX));
+        for (input, why) in [
+            ("zz", "invalid syntax"),
+            ("0x12", "invalid syntax"),
+            ("+12", "invalid syntax"),
+            ("-1", "invalid syntax"),
+            ("", "invalid syntax"),
+            ("1ffffffffffffffff", "value out of range"),
+            ("1ffffffffffffffffz", "value out of range"),
+        ] {
+            assert_eq!(
+                parse_uint(input, 16),
+                Err(format!("strconv.ParseUint: parsing {}: {why}", quote(input.as_bytes())))
+            );
+        }
     }
 
     #[test]

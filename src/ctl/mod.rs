@@ -3,7 +3,8 @@
 //!
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
-//! `endpoint health|status`, `version`); the one deliberate difference is the
+//! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
+//! `move-leader`, `version`); the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!
@@ -13,9 +14,11 @@
 //! - [`txn`]: etcdctl's txn stdin language;
 //! - [`gateway`]: HTTP calls, endpoint fail-over, deadlines, error mapping;
 //! - [`printer`], [`table`], [`gofmt`]: etcdctl's output formats, Go's text rules;
-//! - [`commands`]: each command's flow, in etcdctl's order of checks.
+//! - [`commands`]: each command's flow, in etcdctl's order of checks;
+//! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints.
 
 pub mod args;
+pub mod cluster;
 pub mod commands;
 pub mod gateway;
 pub mod gofmt;

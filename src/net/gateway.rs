@@ -160,6 +160,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/kv/deleterange", web::post().to(delete_range))
         .route("/v3/kv/txn", web::post().to(txn))
         .route("/v3/kv/compaction", web::post().to(compaction))
+        .route("/v3/watch", web::post().to(crate::net::gateway_watch::watch))
         .route("/v3/maintenance/status", web::post().to(status))
         .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
         .route("/v3/cluster/member/list", web::post().to(member_list))

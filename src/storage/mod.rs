@@ -2,4 +2,5 @@
 //! the backend it keeps its data in.
 pub mod backend;
 pub mod mvcc;
+pub mod snapshot;
 pub mod wal;

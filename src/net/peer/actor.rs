@@ -6,11 +6,23 @@
 //! frames and writes them with async I/O. On any failure it drops the connection,
 //! reports [`Unreachable`] and reconnects with exponential backoff.
 //!
+//! [`SendSnapshot`] goes through the same queue, so a snapshot is written in order
+//! with the messages sent before and after it, as one snapshot frame of its own.
+//! Every `SendSnapshot` gets exactly one [`SnapshotSent`] answer: `ok: true` once
+//! the whole frame is written to the socket (not once the follower installed it:
+//! Raft learns that from the follower's next append response), `ok: false` if it
+//! was refused (larger than a frame may be, or another snapshot to the same member
+//! still queued) or dropped (link down, queue full, actor stopped). At most one
+//! snapshot is queued per link, so a slow member costs at most one dump of memory
+//! on top of its queued messages.
+//!
 //! It must never block the event loop, never queue without bound, and never retry
 //! a message: while the link is down, messages are dropped and Raft retransmits
 //! (the `Unreachable` report moves the follower's progress back to probing). It
 //! reads nothing from the connection except to notice that it closed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -45,6 +57,32 @@ impl actix::Message for Unreachable {
     type Result = ();
 }
 
+/// A snapshot for this actor's remote member: the Raft `Snapshot` message and the
+/// state machine dump it carries, sent as one frame in order with the messages
+/// around it. Answered (later) by exactly one [`SnapshotSent`].
+#[derive(Debug)]
+pub struct SendSnapshot {
+    pub message: Message,
+    pub data: Vec<u8>,
+}
+
+impl actix::Message for SendSnapshot {
+    type Result = ();
+}
+
+/// The outcome of one [`SendSnapshot`] to member `to`: `ok` when the whole frame
+/// was written to the connection, otherwise it was refused or lost. The Raft actor
+/// answers with `report_snapshot(to, ok)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSent {
+    pub to: NodeId,
+    pub ok: bool,
+}
+
+impl actix::Message for SnapshotSent {
+    type Result = ();
+}
+
 /// Who this link connects, and how.
 #[derive(Debug, Clone)]
 pub struct PeerLinkConfig {
@@ -62,11 +100,74 @@ pub struct PeerLinkConfig {
 pub struct PeerActor {
     link: LinkParams,
     unreachable: Recipient<Unreachable>,
-    queue: Option<mpsc::Sender<Message>>,
+    snapshot_sent: Recipient<SnapshotSent>,
+    /// Set while a snapshot is queued or being written; cleared when its outcome
+    /// is reported (by whichever side holds it then).
+    snapshot_in_flight: Arc<AtomicBool>,
+    queue: Option<mpsc::Sender<Outbound>>,
     link_task: Option<actix_rt::task::JoinHandle<()>>,
     /// Set when a full queue was reported; cleared when a message fits again, so a
     /// stream of sends into a full queue costs one report, not one per send.
     queue_full_reported: bool,
+}
+
+/// One item of the link's queue.
+#[derive(Debug)]
+enum Outbound {
+    Message(Message),
+    Snapshot(PendingSnapshot),
+}
+
+/// A snapshot on its way to the socket.
+#[derive(Debug)]
+struct PendingSnapshot {
+    message: Message,
+    data: Vec<u8>,
+    outcome: SnapshotOutcome,
+}
+
+/// Reports a snapshot's outcome exactly once: explicitly through [`report`], or as
+/// a failure when dropped unreported (dropped from the queue while the link was
+/// down, left in the queue when the actor stopped, lost with a failed write).
+///
+/// [`report`]: SnapshotOutcome::report
+#[derive(Debug)]
+struct SnapshotOutcome {
+    to: NodeId,
+    recipient: Recipient<SnapshotSent>,
+    in_flight: Arc<AtomicBool>,
+    reported: bool,
+}
+
+impl SnapshotOutcome {
+    fn report(mut self, ok: bool) {
+        self.send(ok);
+    }
+
+    fn send(&mut self, ok: bool) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        // Cleared first: the answer may prompt the next snapshot at once.
+        self.in_flight.store(false, Ordering::SeqCst);
+        self.recipient.do_send(SnapshotSent { to: self.to, ok });
+    }
+}
+
+impl Drop for SnapshotOutcome {
+    fn drop(&mut self) {
+        self.send(false);
+    }
+}
+
+/// How long writing a snapshot frame of `bytes` may take: the write timeout once
+/// per started 8 MiB (a large dump on a modest link must not count as a dead peer,
+/// a stalled one still must).
+fn snapshot_write_timeout(limits: &PeerLimits, bytes: usize) -> Duration {
+    const PER_BYTES: usize = 8 * 1024 * 1024;
+    let factor = u32::try_from(1 + bytes / PER_BYTES).unwrap_or(u32::MAX);
+    limits.write_timeout.saturating_mul(factor)
 }
 
 /// What the link task needs; owned by it once spawned.
@@ -79,9 +180,12 @@ struct LinkParams {
 
 impl PeerActor {
     /// Checks the URL and limits; the connection is made once the actor starts.
+    /// `unreachable` hears of lost messages, `snapshot_sent` of every snapshot's
+    /// outcome.
     pub fn new(
         config: PeerLinkConfig,
         unreachable: Recipient<Unreachable>,
+        snapshot_sent: Recipient<SnapshotSent>,
     ) -> Result<PeerActor, PeerError> {
         config.limits.validate()?;
         let socket_addr = peer_socket_addr(&config.peer_url)?;
@@ -97,6 +201,8 @@ impl PeerActor {
                 limits: config.limits,
             },
             unreachable,
+            snapshot_sent,
+            snapshot_in_flight: Arc::new(AtomicBool::new(false)),
             queue: None,
             link_task: None,
             queue_full_reported: false,
@@ -140,7 +246,7 @@ impl Handler<SendMessages> for PeerActor {
         };
         let mut dropped = 0usize;
         for m in msg.0 {
-            match queue.try_send(m) {
+            match queue.try_send(Outbound::Message(m)) {
                 Ok(()) => self.queue_full_reported = false,
                 // Full: the link is slower than Raft. Closed: the link task ended
                 // (it only does when the actor stops). Either way, drop.
@@ -156,6 +262,61 @@ impl Handler<SendMessages> for PeerActor {
                 "peer queue full: dropping messages, reporting unreachable"
             );
             self.unreachable.do_send(Unreachable { to: self.remote() });
+        }
+    }
+}
+
+impl Handler<SendSnapshot> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendSnapshot, _ctx: &mut Self::Context) {
+        let remote = self.remote();
+        let refuse = |recipient: &Recipient<SnapshotSent>| {
+            recipient.do_send(SnapshotSent {
+                to: remote,
+                ok: false,
+            })
+        };
+        let max_bytes = self.link.limits.frame_bytes_max;
+        if msg.data.len() > max_bytes as usize {
+            tracing::error!(
+                remote = format!("{remote:x}"),
+                snapshot_bytes = msg.data.len(),
+                frame_bytes_max = max_bytes,
+                "snapshot larger than a peer frame may be: not sent (chunked snapshot \
+                 transfer is not implemented); the member cannot catch up this way"
+            );
+            refuse(&self.snapshot_sent);
+            return;
+        }
+        if self.snapshot_in_flight.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                remote = format!("{remote:x}"),
+                "a snapshot to this member is still queued: refusing another"
+            );
+            refuse(&self.snapshot_sent);
+            return;
+        }
+        // From here the outcome guard owns the report (and clears the flag).
+        let pending = PendingSnapshot {
+            message: msg.message,
+            data: msg.data,
+            outcome: SnapshotOutcome {
+                to: remote,
+                recipient: self.snapshot_sent.clone(),
+                in_flight: self.snapshot_in_flight.clone(),
+                reported: false,
+            },
+        };
+        let Some(queue) = &self.queue else {
+            return; // Not started or stopping: dropping `pending` reports it.
+        };
+        if queue.try_send(Outbound::Snapshot(pending)).is_err() {
+            // The rejected item is dropped here, which reports the failure.
+            tracing::warn!(
+                remote = format!("{remote:x}"),
+                "peer queue full: dropping a snapshot"
+            );
         }
     }
 }
@@ -202,7 +363,7 @@ enum LinkEnd {
 /// until the actor drops the queue.
 async fn run_link(
     link: LinkParams,
-    mut queue: mpsc::Receiver<Message>,
+    mut queue: mpsc::Receiver<Outbound>,
     unreachable: Recipient<Unreachable>,
 ) {
     let remote = format!("{:x}", link.handshake.to);
@@ -254,8 +415,9 @@ async fn run_link(
 }
 
 /// Waits until `deadline`, dropping whatever is queued meanwhile (Raft will
-/// retransmit once the link is back). `Err` when the queue closed.
-async fn drop_until(queue: &mut mpsc::Receiver<Message>, deadline: Instant) -> Result<(), ()> {
+/// retransmit once the link is back; a dropped snapshot reports its failure).
+/// `Err` when the queue closed.
+async fn drop_until(queue: &mut mpsc::Receiver<Outbound>, deadline: Instant) -> Result<(), ()> {
     let sleep = tokio::time::sleep_until(deadline);
     tokio::pin!(sleep);
     loop {
@@ -297,37 +459,99 @@ async fn write_with_timeout<W: AsyncWriteExt + Unpin>(
     Ok(())
 }
 
-/// Sends queued messages on a connected link until it fails or the queue closes.
-/// Each frame takes everything queued at that moment (up to the frame limits).
+/// Sends queued items on a connected link until it fails or the queue closes.
+/// Each message frame takes every message queued at that moment (up to the frame
+/// limits) up to the next snapshot, which then gets a frame of its own.
 async fn serve_link(
     stream: TcpStream,
-    queue: &mut mpsc::Receiver<Message>,
+    queue: &mut mpsc::Receiver<Outbound>,
     limits: &PeerLimits,
 ) -> LinkEnd {
     let (mut reader, mut writer) = stream.into_split();
     let mut probe = [0u8; 64];
+    // A snapshot met while batching messages: it goes next, after the batch.
+    // Dropped (and so reported as failed) if the link fails first.
+    let mut held: Option<Outbound> = None;
     loop {
-        let first = tokio::select! {
-            m = queue.recv() => match m {
-                Some(m) => m,
-                None => return LinkEnd::QueueClosed,
+        let first = match held.take() {
+            Some(item) => item,
+            None => tokio::select! {
+                m = queue.recv() => match m {
+                    Some(m) => m,
+                    None => return LinkEnd::QueueClosed,
+                },
+                // The listener never writes, so the read side completes only when
+                // the connection closed (listener stopped, or refused our
+                // handshake). Watching it notices a dead link even when there is
+                // nothing to send.
+                r = reader.read(&mut probe) => return LinkEnd::Failed(closed_reason(r)),
             },
-            // The listener never writes, so the read side completes only when the
-            // connection closed (listener stopped, or refused our handshake).
-            // Watching it notices a dead link even when there is nothing to send.
-            r = reader.read(&mut probe) => return LinkEnd::Failed(closed_reason(r)),
         };
-        let mut batch = vec![first];
-        while batch.len() < limits.frame_messages_max {
-            match queue.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        let result = match first {
+            Outbound::Snapshot(snapshot) => write_snapshot(&mut writer, snapshot, limits).await,
+            Outbound::Message(first) => {
+                let mut batch = vec![first];
+                while batch.len() < limits.frame_messages_max {
+                    match queue.try_recv() {
+                        Ok(Outbound::Message(m)) => batch.push(m),
+                        Ok(snapshot @ Outbound::Snapshot(_)) => {
+                            held = Some(snapshot);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_batch(&mut writer, batch, limits).await
             }
-        }
-        if let Err(error) = write_batch(&mut writer, batch, limits).await {
+        };
+        if let Err(error) = result {
             return LinkEnd::Failed(error);
         }
     }
+}
+
+/// Writes one snapshot frame and reports the outcome. A snapshot too large for a
+/// frame is refused (reported, logged) and the link carries on; a failed write
+/// ends the link (and reports the snapshot failed).
+async fn write_snapshot(
+    writer: &mut OwnedWriteHalf,
+    snapshot: PendingSnapshot,
+    limits: &PeerLimits,
+) -> Result<(), PeerError> {
+    let PendingSnapshot {
+        message,
+        data,
+        outcome,
+    } = snapshot;
+    let data_bytes = data.len();
+    let bytes = match codec::encode_snapshot(&message, data, limits.frame_bytes_max) {
+        Ok(bytes) => bytes,
+        Err(PeerError::FrameTooLarge {
+            len_bytes,
+            max_bytes,
+        }) => {
+            tracing::error!(
+                to = format!("{:x}", message.to),
+                snapshot_bytes = data_bytes,
+                len_bytes,
+                max_bytes,
+                "snapshot frame larger than a peer frame may be: not sent (chunked \
+                 snapshot transfer is not implemented)"
+            );
+            outcome.report(false);
+            return Ok(());
+        }
+        Err(other) => return Err(other),
+    };
+    let timeout = snapshot_write_timeout(limits, bytes.len());
+    write_with_timeout(writer, &bytes, timeout).await?;
+    tracing::info!(
+        to = format!("{:x}", message.to),
+        frame_bytes = bytes.len(),
+        "snapshot sent"
+    );
+    outcome.report(true);
+    Ok(())
 }
 
 fn closed_reason(read: std::io::Result<usize>) -> PeerError {
@@ -376,6 +600,19 @@ async fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_write_timeout_grows_with_the_frame() {
+        let limits = PeerLimits {
+            write_timeout: Duration::from_secs(10),
+            ..PeerLimits::default()
+        };
+        assert_eq!(snapshot_write_timeout(&limits, 0), Duration::from_secs(10));
+        assert_eq!(
+            snapshot_write_timeout(&limits, 64 * 1024 * 1024),
+            Duration::from_secs(90)
+        );
+    }
 
     #[test]
     fn peer_urls_map_to_socket_addresses() {

@@ -14,17 +14,30 @@
 //! ```
 //!
 //! The payload is one bincode-encoded (standard config: little-endian varints)
-//! `WireFrame`: either the handshake (the first frame of every connection) or a
-//! batch of Raft messages. A length above the receiver's `frame_bytes_max` is
-//! refused from the 8-byte header alone, before any buffer is allocated.
+//! `WireFrame`, one of:
+//!
+//! - tag 0, the handshake (the first frame of every connection);
+//! - tag 1, a batch of Raft messages;
+//! - tag 2, a snapshot: one Raft message (the `Snapshot` one) and the state
+//!   machine dump it stands for, as one byte string. The whole dump is in the one
+//!   frame, so it is bounded by `frame_bytes_max` like every frame (at most
+//!   [`FRAME_BYTES_CEILING`], 64 MiB, which is also the default). Chunked transfer
+//!   of larger dumps is future work.
+//!
+//! A length above the receiver's `frame_bytes_max` is refused from the 8-byte
+//! header alone, before any buffer is allocated.
 //!
 //! # Versioning
 //!
 //! The handshake carries [`PROTOCOL_VERSION`]; the listener refuses any other.
-//! Variant order in the `Wire*` enums *is* the wire tag: append new variants at the
-//! end and bump the version for any other change. `WireFrame::Handshake` stays
-//! variant 0 with its field layout fixed forever, so every version can read (and
-//! refuse) every other version's handshake.
+//! Variant order in the `Wire*` enums *is* the wire tag: a new variant appended at
+//! the end keeps the version (an older member that receives it refuses the frame
+//! as undecodable and drops the connection, which the sender sees as a lost link;
+//! it never misreads it), and any other change bumps the version. The snapshot
+//! frame (tag 2) was added that way, without a bump, so members with and without
+//! it still exchange messages during a rolling upgrade. `WireFrame::Handshake`
+//! stays variant 0 with its field layout fixed forever, so every version can read
+//! (and refuse) every other version's handshake.
 //!
 //! # Decoding without trusting lengths
 //!
@@ -44,7 +57,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::PeerError;
 use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta};
 
-/// The peer protocol this build speaks. Bump on any change to the wire types.
+/// The peer protocol this build speaks. Bump on any change to the wire types other
+/// than a variant appended at the end of an enum (see the module docs).
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Length + checksum, both u32 little-endian.
@@ -87,6 +101,12 @@ pub struct Handshake {
 pub enum Frame {
     Handshake(Handshake),
     Messages(Vec<Message>),
+    /// A Raft message (the `Snapshot` one, in practice; the codec does not check)
+    /// with the state machine dump it carries.
+    Snapshot {
+        message: Message,
+        data: Vec<u8>,
+    },
 }
 
 /// A parsed frame header: the payload length is already checked against the limit.
@@ -105,7 +125,33 @@ pub fn encode_frame(frame: &Frame, frame_bytes_max: u32) -> Result<Vec<u8>, Peer
             frame_bytes_max,
         ),
         Frame::Messages(messages) => encode_messages(messages, frame_bytes_max),
+        Frame::Snapshot { message, data } => {
+            encode_snapshot(message, data.clone(), frame_bytes_max)
+        }
     }
+}
+
+/// Encodes a snapshot frame, taking the dump by value so it is not copied twice
+/// (a dump may be tens of MiB). A dump longer than `frame_bytes_max` is refused
+/// with `FrameTooLarge` before anything is encoded.
+pub fn encode_snapshot(
+    message: &Message,
+    data: Vec<u8>,
+    frame_bytes_max: u32,
+) -> Result<Vec<u8>, PeerError> {
+    if data.len() > frame_bytes_max as usize {
+        return Err(PeerError::FrameTooLarge {
+            len_bytes: u64::try_from(data.len()).unwrap_or(u64::MAX),
+            max_bytes: frame_bytes_max,
+        });
+    }
+    // The dump plus a message and a few length prefixes: reserve once.
+    let capacity = FRAME_HEADER_BYTES + data.len() + 256;
+    let wire = WireFrame::Snapshot {
+        message: WireMessage::from(message),
+        data: WireBytes(data),
+    };
+    encode_wire_with_capacity(&wire, frame_bytes_max, capacity)
 }
 
 /// Encodes one batch of messages as a frame (see [`encode_frame`]).
@@ -115,7 +161,16 @@ pub fn encode_messages(messages: &[Message], frame_bytes_max: u32) -> Result<Vec
 }
 
 fn encode_wire(wire: &WireFrame, frame_bytes_max: u32) -> Result<Vec<u8>, PeerError> {
-    let mut out = vec![0u8; FRAME_HEADER_BYTES];
+    encode_wire_with_capacity(wire, frame_bytes_max, 0)
+}
+
+fn encode_wire_with_capacity(
+    wire: &WireFrame,
+    frame_bytes_max: u32,
+    capacity: usize,
+) -> Result<Vec<u8>, PeerError> {
+    let mut out = Vec::with_capacity(capacity.max(FRAME_HEADER_BYTES));
+    out.resize(FRAME_HEADER_BYTES, 0);
     bincode::encode_into_std_write(wire, &mut out, wire_config())
         .map_err(|e| PeerError::Encode(e.to_string()))?;
     let payload_len = out.len() - FRAME_HEADER_BYTES;
@@ -250,6 +305,11 @@ enum WireFrame {
     /// Variant 0 forever, layout fixed forever.
     Handshake(WireHandshake),
     Messages(WireVec<WireMessage>),
+    /// Appended without a version bump (see the module docs).
+    Snapshot {
+        message: WireMessage,
+        data: WireBytes,
+    },
 }
 
 #[derive(Debug, Encode, Decode)]
@@ -447,6 +507,10 @@ impl From<WireFrame> for Frame {
             WireFrame::Messages(WireVec(messages)) => {
                 Frame::Messages(messages.into_iter().map(Message::from).collect())
             }
+            WireFrame::Snapshot { message, data } => Frame::Snapshot {
+                message: Message::from(message),
+                data: data.0,
+            },
         }
     }
 }
@@ -887,6 +951,141 @@ mod tests {
                 "payload {payload:?}"
             );
         }
+    }
+
+    fn snapshot_message() -> Message {
+        msg(MessageBody::Snapshot {
+            meta: SnapshotMeta {
+                index: 1000,
+                term: 6,
+                conf: ConfState {
+                    voters: vec![0x1111, 0x2222, 0x3333],
+                    learners: vec![],
+                },
+            },
+        })
+    }
+
+    fn snapshot_frame(data_bytes: usize) -> Frame {
+        Frame::Snapshot {
+            message: snapshot_message(),
+            data: (0..data_bytes).map(|i| (i * 7 % 251) as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn snapshot_frame_round_trips() {
+        for data_bytes in [0, 1, 300, 100_000] {
+            let frame = snapshot_frame(data_bytes);
+            let bytes = encode_frame(&frame, MAX).expect("encode");
+            let (decoded, used) = decode_frame(&bytes, MAX).expect("decode");
+            assert_eq!(used, bytes.len());
+            assert_eq!(decoded, frame, "{data_bytes} bytes of data");
+        }
+        // Any message kind may ride in it; the codec does not judge.
+        for m in every_message_kind() {
+            let frame = Frame::Snapshot {
+                message: m,
+                data: b"dump".to_vec(),
+            };
+            let bytes = encode_frame(&frame, MAX).expect("encode");
+            assert_eq!(decode_frame(&bytes, MAX).expect("decode").0, frame);
+        }
+    }
+
+    #[test]
+    fn snapshot_frame_is_tag_2_and_existing_tags_are_unchanged() {
+        let tag = |frame: &Frame| encode_frame(frame, MAX).expect("encode")[FRAME_HEADER_BYTES];
+        let h = Handshake {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: 1,
+            from: 2,
+            to: 3,
+        };
+        assert_eq!(tag(&Frame::Handshake(h)), 0);
+        assert_eq!(tag(&Frame::Messages(vec![])), 1);
+        assert_eq!(tag(&snapshot_frame(3)), 2);
+    }
+
+    #[test]
+    fn snapshot_frame_with_a_flipped_bit_or_cut_short_is_refused() {
+        let bytes = encode_frame(&snapshot_frame(1000), MAX).expect("encode");
+        for at in [
+            FRAME_HEADER_BYTES,
+            FRAME_HEADER_BYTES + 20,
+            bytes.len() / 2,
+            bytes.len() - 1,
+        ] {
+            let mut corrupt = bytes.clone();
+            corrupt[at] ^= 0x10;
+            assert!(
+                matches!(
+                    decode_frame(&corrupt, MAX),
+                    Err(PeerError::ChecksumMismatch { .. })
+                ),
+                "flip at {at}"
+            );
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    decode_frame(&bytes[..cut], MAX),
+                    Err(PeerError::Truncated { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_frame_past_the_limit_is_refused_on_both_sides() {
+        // Dump alone longer than the limit: refused before encoding. The zeroed
+        // allocation is lazy, so this costs no 64 MiB of real memory.
+        let over = vec![0u8; MAX as usize + 1];
+        assert!(matches!(
+            encode_snapshot(&snapshot_message(), over, MAX),
+            Err(PeerError::FrameTooLarge { max_bytes: MAX, .. })
+        ));
+        // Dump that fits but not with its message around it.
+        assert!(matches!(
+            encode_snapshot(&snapshot_message(), vec![1; 4096], 4096),
+            Err(PeerError::FrameTooLarge { .. })
+        ));
+        // The receiver refuses it from the header with a smaller limit.
+        let bytes = encode_frame(&snapshot_frame(4096), MAX).expect("encode");
+        assert!(matches!(
+            decode_frame(&bytes, 4096),
+            Err(PeerError::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn snapshot_frame_with_a_forged_data_length_does_not_allocate() {
+        // Tag 2, the snapshot message as encoded, then a data length of 2^40.
+        let good = encode_frame(&snapshot_frame(0), MAX).expect("encode");
+        let mut payload = good[FRAME_HEADER_BYTES..good.len() - 1].to_vec(); // drop len 0
+        payload.push(0xfd);
+        payload.extend((1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            decode_frame(&frame_with_valid_crc(&payload), MAX),
+            Err(PeerError::Undecodable(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn read_frame_reads_a_snapshot_between_message_frames() {
+        let mut bytes = encoded_batch();
+        bytes.extend(encode_frame(&snapshot_frame(70_000), MAX).expect("encode"));
+        bytes.extend(encoded_batch());
+        let mut reader = &bytes[..];
+        let mut buf = Vec::new();
+        let read = |r: Option<Frame>| r.expect("a frame");
+        let first = read(read_frame(&mut reader, MAX, &mut buf).await.expect("1"));
+        assert_eq!(first, Frame::Messages(every_message_kind()));
+        let second = read(read_frame(&mut reader, MAX, &mut buf).await.expect("2"));
+        assert_eq!(second, snapshot_frame(70_000));
+        let third = read(read_frame(&mut reader, MAX, &mut buf).await.expect("3"));
+        assert_eq!(third, Frame::Messages(every_message_kind()));
     }
 
     #[actix_rt::test]

@@ -3,7 +3,10 @@
 //! Owns the listening socket and the connections accepted on it. Each connection
 //! must open with a handshake naming this cluster, a known member as sender and
 //! this member as receiver; then every frame it sends is decoded and its messages
-//! delivered, in order, as one [`InboundMessages`] per frame.
+//! delivered, in order, as one [`InboundMessages`] per message frame and one
+//! [`InboundSnapshot`] per snapshot frame. Each delivery is awaited until handled
+//! before the next frame is read, so the two kinds reach the Raft actor in the
+//! order they were sent even though they go to different recipients.
 //!
 //! It must never write to a connection (the sender reads only to notice closure),
 //! never step a message itself (that is the Raft actor's job), never deliver a
@@ -34,6 +37,19 @@ impl actix::Message for InboundMessages {
     type Result = ();
 }
 
+/// A snapshot received from one remote member, addressed to this member: the Raft
+/// message and the state machine dump it carries. The Raft actor installs the
+/// dump, then steps the message.
+#[derive(Debug)]
+pub struct InboundSnapshot {
+    pub message: Message,
+    pub data: Vec<u8>,
+}
+
+impl actix::Message for InboundSnapshot {
+    type Result = ();
+}
+
 /// A handshake frame is ~35 bytes; before a connection has identified itself it
 /// may not make us buffer more than this.
 const HANDSHAKE_FRAME_BYTES_MAX: u32 = 256;
@@ -57,11 +73,13 @@ struct ListenerShared {
     local_member_id: NodeId,
     limits: PeerLimits,
     deliver: Recipient<InboundMessages>,
+    deliver_snapshot: Recipient<InboundSnapshot>,
 }
 
 impl PeerListener {
     /// Starts accepting on `listener` with the default [`PeerLimits`]. `members` is
     /// the set of member ids allowed to connect; it need not contain the local id.
+    /// Message frames go to `deliver`, snapshot frames to `deliver_snapshot`.
     /// Must be called inside an actix system (the tasks run on the current arbiter).
     pub fn start(
         listener: std::net::TcpListener,
@@ -69,6 +87,7 @@ impl PeerListener {
         local_member_id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
         deliver: Recipient<InboundMessages>,
+        deliver_snapshot: Recipient<InboundSnapshot>,
     ) -> Result<PeerListener, PeerError> {
         Self::start_with_limits(
             listener,
@@ -76,6 +95,7 @@ impl PeerListener {
             local_member_id,
             members,
             deliver,
+            deliver_snapshot,
             PeerLimits::default(),
         )
     }
@@ -87,6 +107,7 @@ impl PeerListener {
         local_member_id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
         deliver: Recipient<InboundMessages>,
+        deliver_snapshot: Recipient<InboundSnapshot>,
         limits: PeerLimits,
     ) -> Result<PeerListener, PeerError> {
         limits.validate()?;
@@ -100,6 +121,7 @@ impl PeerListener {
             local_member_id,
             limits,
             deliver,
+            deliver_snapshot,
         });
         tracing::info!(
             addr = %local_addr,
@@ -229,7 +251,9 @@ async fn serve_connection(
     .map_err(|_| HandshakeRefusal::Timeout(limits.handshake_timeout))??;
     let handshake = match first {
         Some(Frame::Handshake(handshake)) => handshake,
-        Some(Frame::Messages(_)) => return Err(HandshakeRefusal::NotAHandshake.into()),
+        Some(Frame::Messages(_) | Frame::Snapshot { .. }) => {
+            return Err(HandshakeRefusal::NotAHandshake.into())
+        }
         None => return Ok(()),
     };
     check_handshake(&handshake, shared.cluster_id, local, &members.borrow())?;
@@ -241,14 +265,46 @@ async fn serve_connection(
         else {
             return Ok(());
         };
+        // A member removed since the handshake loses its connection here.
+        let still_a_member = || {
+            if members.borrow().contains(&remote) {
+                Ok(())
+            } else {
+                Err(PeerError::from(HandshakeRefusal::UnknownMember(remote)))
+            }
+        };
         let messages = match frame {
-            Frame::Messages(messages) => messages,
+            Frame::Messages(messages) => {
+                still_a_member()?;
+                messages
+            }
+            Frame::Snapshot { message, data } => {
+                still_a_member()?;
+                if message.to != local || message.from != remote {
+                    tracing::warn!(
+                        remote = format!("{remote:x}"),
+                        from = format!("{:x}", message.from),
+                        to = format!("{:x}", message.to),
+                        "dropping a peer snapshot not from the handshaken sender to this member"
+                    );
+                    continue;
+                }
+                tracing::info!(
+                    remote = format!("{remote:x}"),
+                    snapshot_bytes = data.len(),
+                    "snapshot received"
+                );
+                // As for messages: waits until handled, so order is kept and at
+                // most this one dump is held per connection.
+                shared
+                    .deliver_snapshot
+                    .send(InboundSnapshot { message, data })
+                    .await
+                    .map_err(|_| PeerError::RecipientGone)?;
+                continue;
+            }
             Frame::Handshake(_) => return Err(PeerError::UnexpectedHandshake),
         };
-        // A member removed since the handshake loses its connection here.
-        if !members.borrow().contains(&remote) {
-            return Err(HandshakeRefusal::UnknownMember(remote).into());
-        }
         let received = messages.len();
         let messages: Vec<Message> = messages
             .into_iter()

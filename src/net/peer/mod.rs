@@ -12,8 +12,23 @@
 //! that one file.
 //!
 //! Every queue and buffer here is bounded by [`PeerLimits`]: a slow or dead peer
-//! costs at most `queue_messages_max` queued messages, and a corrupt or hostile
-//! frame costs at most `frame_bytes_max` bytes of buffer before it is refused.
+//! costs at most `queue_messages_max` queued messages (and one queued snapshot),
+//! and a corrupt or hostile frame costs at most `frame_bytes_max` bytes of buffer
+//! before it is refused.
+//!
+//! # Snapshots
+//!
+//! A follower behind the leader's compacted log needs the leader's whole state
+//! machine. The transport carries it as ONE snapshot frame holding the Raft
+//! `Snapshot` message and the dump ([`SendSnapshot`] on the sending side, in order
+//! with the messages around it on the same link; [`InboundSnapshot`] on the
+//! receiving side). Each `SendSnapshot` is answered by one [`SnapshotSent`]
+//! (`ok` once the frame is written; not `ok` when refused or lost), which the Raft
+//! actor reports to its core. A dump must fit one frame: at most
+//! `frame_bytes_max` (the 64 MiB [`codec::FRAME_BYTES_CEILING`] by default); a
+//! larger one is refused on the sending side with an error log. Streaming larger
+//! dumps in chunks (and on a connection of their own, so a big snapshot does not
+//! hold back heartbeats behind it) is future work.
 
 pub mod actor;
 pub mod codec;
@@ -26,8 +41,8 @@ use std::time::Duration;
 
 use crate::raft::NodeId;
 
-pub use actor::{PeerActor, PeerLinkConfig, SendMessages, Unreachable};
-pub use listener::{InboundMessages, PeerListener};
+pub use actor::{PeerActor, PeerLinkConfig, SendMessages, SendSnapshot, SnapshotSent, Unreachable};
+pub use listener::{InboundMessages, InboundSnapshot, PeerListener};
 
 /// Why a peer connection, frame or handshake failed. Every one of these ends the
 /// connection it happened on (after a log line); none of them stops the member.

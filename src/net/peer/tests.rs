@@ -13,23 +13,52 @@ use tokio::net::TcpStream;
 use super::actor::PeerLinkConfig;
 use super::codec::{self, Frame, Handshake, PROTOCOL_VERSION};
 use super::*;
-use crate::raft::{Entry, EntryKind, Message, MessageBody, NodeId};
+use crate::raft::{ConfState, Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta};
 
 const CLUSTER: u64 = 0x5eed_c105;
 const SENDER: NodeId = 0xa1;
 const RECEIVER: NodeId = 0xb2;
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// One delivery from the listener, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Delivered {
+    Messages(Vec<Message>),
+    Snapshot { message: Message, data: Vec<u8> },
+}
+
 /// Stands in for the Raft actor: records what the transport hands it.
 #[derive(Default, Clone)]
 struct Recorded {
-    inbound: Arc<Mutex<Vec<Vec<Message>>>>,
+    inbound: Arc<Mutex<Vec<Delivered>>>,
     unreachable: Arc<Mutex<Vec<NodeId>>>,
+    snapshot_sent: Arc<Mutex<Vec<SnapshotSent>>>,
 }
 
 impl Recorded {
-    fn inbound_frames(&self) -> Vec<Vec<Message>> {
+    fn deliveries(&self) -> Vec<Delivered> {
         self.inbound.lock().expect("lock").clone()
+    }
+    fn inbound_frames(&self) -> Vec<Vec<Message>> {
+        self.deliveries()
+            .into_iter()
+            .filter_map(|d| match d {
+                Delivered::Messages(m) => Some(m),
+                Delivered::Snapshot { .. } => None,
+            })
+            .collect()
+    }
+    fn snapshots(&self) -> Vec<(Message, Vec<u8>)> {
+        self.deliveries()
+            .into_iter()
+            .filter_map(|d| match d {
+                Delivered::Snapshot { message, data } => Some((message, data)),
+                Delivered::Messages(_) => None,
+            })
+            .collect()
+    }
+    fn snapshot_reports(&self) -> Vec<SnapshotSent> {
+        self.snapshot_sent.lock().expect("lock").clone()
     }
     fn inbound_messages(&self) -> Vec<Message> {
         self.inbound_frames().into_iter().flatten().collect()
@@ -48,7 +77,32 @@ impl Actor for Collector {
 impl Handler<InboundMessages> for Collector {
     type Result = ();
     fn handle(&mut self, msg: InboundMessages, _: &mut Self::Context) {
-        self.0.inbound.lock().expect("lock").push(msg.0);
+        self.0
+            .inbound
+            .lock()
+            .expect("lock")
+            .push(Delivered::Messages(msg.0));
+    }
+}
+
+impl Handler<InboundSnapshot> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: InboundSnapshot, _: &mut Self::Context) {
+        self.0
+            .inbound
+            .lock()
+            .expect("lock")
+            .push(Delivered::Snapshot {
+                message: msg.message,
+                data: msg.data,
+            });
+    }
+}
+
+impl Handler<SnapshotSent> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotSent, _: &mut Self::Context) {
+        self.0.snapshot_sent.lock().expect("lock").push(msg);
     }
 }
 
@@ -91,6 +145,7 @@ fn start_listener(
         CLUSTER,
         local,
         members.iter().copied(),
+        collector.clone().recipient(),
         collector.recipient(),
         test_limits(),
     )
@@ -104,6 +159,17 @@ fn start_peer(
     addr: SocketAddr,
     recorded: &Recorded,
 ) -> Addr<PeerActor> {
+    start_peer_with_limits(cluster_id, local, remote, addr, recorded, test_limits())
+}
+
+fn start_peer_with_limits(
+    cluster_id: u64,
+    local: NodeId,
+    remote: NodeId,
+    addr: SocketAddr,
+    recorded: &Recorded,
+    limits: PeerLimits,
+) -> Addr<PeerActor> {
     let collector = Collector(recorded.clone()).start();
     PeerActor::new(
         PeerLinkConfig {
@@ -111,8 +177,9 @@ fn start_peer(
             local_member_id: local,
             remote_member_id: remote,
             peer_url: format!("http://{addr}"),
-            limits: test_limits(),
+            limits,
         },
+        collector.clone().recipient(),
         collector.recipient(),
     )
     .expect("peer actor")
@@ -435,6 +502,7 @@ async fn a_full_queue_drops_and_reports_unreachable() {
                 ..PeerLimits::default()
             },
         },
+        collector.clone().recipient(),
         collector.recipient(),
     )
     .expect("peer actor")
@@ -492,6 +560,7 @@ async fn a_batch_over_the_frame_limit_is_split_and_an_oversize_message_dropped()
                 ..test_limits()
             },
         },
+        collector.clone().recipient(),
         collector.recipient(),
     )
     .expect("peer actor")
@@ -519,4 +588,366 @@ async fn a_batch_over_the_frame_limit_is_split_and_an_oversize_message_dropped()
         receiver.inbound_frames().len() >= 5,
         "split into frames ≤ 4 KiB"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots
+// ---------------------------------------------------------------------------
+
+fn snapshot_message(from: NodeId, to: NodeId, index: u64) -> Message {
+    Message {
+        from,
+        to,
+        term: 3,
+        body: MessageBody::Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: 2,
+                conf: ConfState {
+                    voters: vec![from, to],
+                    learners: vec![],
+                },
+            },
+        },
+    }
+}
+
+fn dump_bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn heartbeats(range: std::ops::Range<u64>) -> Vec<Message> {
+    range.map(|ctx| heartbeat(SENDER, RECEIVER, ctx)).collect()
+}
+
+/// Everything delivered, flattened: messages one by one, snapshots in place.
+fn flatten(deliveries: Vec<Delivered>) -> Vec<Delivered> {
+    deliveries
+        .into_iter()
+        .flat_map(|d| match d {
+            Delivered::Messages(ms) => ms
+                .into_iter()
+                .map(|m| Delivered::Messages(vec![m]))
+                .collect::<Vec<_>>(),
+            snapshot => vec![snapshot],
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_snapshot_arrives_once_in_order_with_the_messages_around_it() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, listener.local_addr(), &sender);
+
+    let mut expected = Vec::new();
+    // Round 1, queued before the link is up: the snapshot sits in the middle of
+    // what one batch would take, so it must cut the batch.
+    let snap1 = snapshot_message(SENDER, RECEIVER, 500);
+    let data1 = dump_bytes(3 * 1024 * 1024, 1);
+    for batch in [heartbeats(0..30), heartbeats(30..50)] {
+        expected.extend(batch.iter().map(|m| Delivered::Messages(vec![m.clone()])));
+        peer.do_send(SendMessages(batch));
+    }
+    peer.do_send(SendSnapshot {
+        message: snap1.clone(),
+        data: data1.clone(),
+    });
+    expected.push(Delivered::Snapshot {
+        message: snap1,
+        data: data1,
+    });
+    let after = heartbeats(50..100);
+    expected.extend(after.iter().map(|m| Delivered::Messages(vec![m.clone()])));
+    peer.do_send(SendMessages(after));
+    wait_until("round 1", || {
+        flatten(receiver.deliveries()).len() >= expected.len()
+    })
+    .await;
+    assert_eq!(flatten(receiver.deliveries()), expected, "round 1 order");
+    assert_eq!(
+        sender.snapshot_reports(),
+        vec![SnapshotSent {
+            to: RECEIVER,
+            ok: true
+        }]
+    );
+
+    // Round 2, on the established link, an empty dump between single messages.
+    let snap2 = snapshot_message(SENDER, RECEIVER, 900);
+    peer.do_send(SendMessages(heartbeats(100..101)));
+    peer.do_send(SendSnapshot {
+        message: snap2.clone(),
+        data: Vec::new(),
+    });
+    peer.do_send(SendMessages(heartbeats(101..102)));
+    expected.push(Delivered::Messages(heartbeats(100..101)));
+    expected.push(Delivered::Snapshot {
+        message: snap2,
+        data: Vec::new(),
+    });
+    expected.push(Delivered::Messages(heartbeats(101..102)));
+    wait_until("round 2", || {
+        flatten(receiver.deliveries()).len() >= expected.len()
+    })
+    .await;
+    // One more message after everything: proves nothing else (a duplicate) was
+    // still on its way.
+    peer.do_send(SendMessages(heartbeats(102..103)));
+    expected.push(Delivered::Messages(heartbeats(102..103)));
+    wait_until("the last message", || {
+        flatten(receiver.deliveries()).len() >= expected.len()
+    })
+    .await;
+    assert_eq!(flatten(receiver.deliveries()), expected, "round 2 order");
+    assert_eq!(receiver.snapshots().len(), 2, "each snapshot exactly once");
+    assert_eq!(
+        sender.snapshot_reports(),
+        vec![
+            SnapshotSent {
+                to: RECEIVER,
+                ok: true
+            };
+            2
+        ]
+    );
+    assert_eq!(sender.unreachable_reports(), 0);
+}
+
+#[actix_rt::test]
+async fn an_oversize_snapshot_is_refused_and_the_link_carries_on() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let sender = Recorded::default();
+    let peer = start_peer_with_limits(
+        CLUSTER,
+        SENDER,
+        RECEIVER,
+        listener.local_addr(),
+        &sender,
+        PeerLimits {
+            frame_bytes_max: 4096,
+            ..test_limits()
+        },
+    );
+    // Larger than any frame: refused at once. Fits as data but not with the
+    // message around it: refused when encoded, in its turn on the link.
+    peer.do_send(SendSnapshot {
+        message: snapshot_message(SENDER, RECEIVER, 1),
+        data: dump_bytes(8192, 0),
+    });
+    peer.do_send(SendMessages(heartbeats(0..1)));
+    peer.do_send(SendSnapshot {
+        message: snapshot_message(SENDER, RECEIVER, 2),
+        data: dump_bytes(4096, 0),
+    });
+    peer.do_send(SendMessages(heartbeats(1..2)));
+    // One snapshot in flight per link: the next waits for that outcome.
+    wait_until("two outcomes", || sender.snapshot_reports().len() >= 2).await;
+    // And one that fits, after both.
+    let small = snapshot_message(SENDER, RECEIVER, 3);
+    peer.do_send(SendSnapshot {
+        message: small.clone(),
+        data: dump_bytes(1000, 3),
+    });
+    wait_until("three outcomes", || sender.snapshot_reports().len() >= 3).await;
+    assert_eq!(
+        sender.snapshot_reports(),
+        vec![
+            SnapshotSent {
+                to: RECEIVER,
+                ok: false
+            },
+            SnapshotSent {
+                to: RECEIVER,
+                ok: false
+            },
+            SnapshotSent {
+                to: RECEIVER,
+                ok: true
+            },
+        ]
+    );
+    wait_until("deliveries", || flatten(receiver.deliveries()).len() >= 3).await;
+    assert_eq!(
+        flatten(receiver.deliveries()),
+        vec![
+            Delivered::Messages(heartbeats(0..1)),
+            Delivered::Messages(heartbeats(1..2)),
+            Delivered::Snapshot {
+                message: small,
+                data: dump_bytes(1000, 3),
+            },
+        ]
+    );
+    assert_eq!(sender.unreachable_reports(), 0, "the link never broke");
+}
+
+#[actix_rt::test]
+async fn a_snapshot_to_an_unreachable_member_reports_failure() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = unused.local_addr().expect("addr");
+    drop(unused);
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, addr, &sender);
+    peer.do_send(SendSnapshot {
+        message: snapshot_message(SENDER, RECEIVER, 1),
+        data: dump_bytes(100, 0),
+    });
+    wait_until("the failure", || !sender.snapshot_reports().is_empty()).await;
+    assert_eq!(
+        sender.snapshot_reports(),
+        vec![SnapshotSent {
+            to: RECEIVER,
+            ok: false
+        }]
+    );
+    // Once reported, another may be queued (and fails the same way).
+    peer.do_send(SendSnapshot {
+        message: snapshot_message(SENDER, RECEIVER, 2),
+        data: dump_bytes(100, 0),
+    });
+    wait_until("the second failure", || {
+        sender.snapshot_reports().len() == 2
+    })
+    .await;
+    assert!(sender.snapshot_reports().iter().all(|r| !r.ok));
+}
+
+#[actix_rt::test]
+async fn a_second_snapshot_while_one_is_in_flight_is_refused() {
+    // A "listener" that accepts but does not read until told: the first snapshot
+    // fills the socket buffers and stays in flight.
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sender = Recorded::default();
+    let peer = start_peer(
+        CLUSTER,
+        SENDER,
+        RECEIVER,
+        raw.local_addr().expect("addr"),
+        &sender,
+    );
+    let first = snapshot_message(SENDER, RECEIVER, 1);
+    let first_data = dump_bytes(32 * 1024 * 1024, 9);
+    peer.do_send(SendSnapshot {
+        message: first.clone(),
+        data: first_data.clone(),
+    });
+    let (mut stream, _) = raw.accept().await.expect("accept");
+    peer.do_send(SendSnapshot {
+        message: snapshot_message(SENDER, RECEIVER, 2),
+        data: dump_bytes(10, 0),
+    });
+    wait_until("the refusal", || !sender.snapshot_reports().is_empty()).await;
+    assert_eq!(
+        sender.snapshot_reports(),
+        vec![SnapshotSent {
+            to: RECEIVER,
+            ok: false
+        }]
+    );
+    // Now read: the handshake, then the first snapshot, whole.
+    let max = codec::FRAME_BYTES_CEILING;
+    let mut buf = Vec::new();
+    let handshake = codec::read_frame(&mut stream, max, &mut buf)
+        .await
+        .expect("read");
+    assert!(matches!(handshake, Some(Frame::Handshake(_))));
+    let frame = codec::read_frame(&mut stream, max, &mut buf)
+        .await
+        .expect("read");
+    assert_eq!(
+        frame,
+        Some(Frame::Snapshot {
+            message: first,
+            data: first_data,
+        })
+    );
+    wait_until("the first one's outcome", || {
+        sender.snapshot_reports().len() == 2
+    })
+    .await;
+    assert_eq!(
+        sender.snapshot_reports()[1],
+        SnapshotSent {
+            to: RECEIVER,
+            ok: true
+        }
+    );
+}
+
+#[actix_rt::test]
+async fn a_snapshot_for_another_member_or_from_another_sender_is_dropped() {
+    let receiver = Recorded::default();
+    let listener = start_listener(
+        "127.0.0.1:0",
+        RECEIVER,
+        &[SENDER, RECEIVER, 0xc3],
+        &receiver,
+    );
+    let handshake = Handshake {
+        protocol_version: PROTOCOL_VERSION,
+        cluster_id: CLUSTER,
+        from: SENDER,
+        to: RECEIVER,
+    };
+    let max = codec::FRAME_BYTES_CEILING;
+    let mut bytes = codec::encode_frame(&Frame::Handshake(handshake), max).expect("encode");
+    for message in [
+        snapshot_message(SENDER, 0xc3, 1),
+        snapshot_message(0xc3, RECEIVER, 2),
+    ] {
+        bytes.extend(
+            codec::encode_frame(
+                &Frame::Snapshot {
+                    message,
+                    data: vec![1, 2, 3],
+                },
+                max,
+            )
+            .expect("encode"),
+        );
+    }
+    bytes.extend(codec::encode_frame(&Frame::Messages(heartbeats(7..8)), max).expect("encode"));
+    let mut stream = TcpStream::connect(listener.local_addr())
+        .await
+        .expect("connect");
+    stream.write_all(&bytes).await.expect("write");
+    wait_until("the message after them", || {
+        !receiver.deliveries().is_empty()
+    })
+    .await;
+    assert_eq!(
+        receiver.deliveries(),
+        vec![Delivered::Messages(heartbeats(7..8))]
+    );
+}
+
+#[actix_rt::test]
+async fn a_snapshot_as_the_first_frame_is_not_a_handshake() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let mut stream = TcpStream::connect(listener.local_addr())
+        .await
+        .expect("connect");
+    let bytes = codec::encode_frame(
+        &Frame::Snapshot {
+            message: snapshot_message(SENDER, RECEIVER, 1),
+            data: vec![0; 8],
+        },
+        codec::FRAME_BYTES_CEILING,
+    )
+    .expect("encode");
+    let _ = stream.write_all(&bytes).await;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+        .await
+        .expect("listener did not close the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "listener wrote {read:?}");
+    assert!(receiver.deliveries().is_empty());
 }
