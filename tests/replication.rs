@@ -262,3 +262,33 @@ fn move_leader_hands_leadership_to_the_chosen_member() {
         .post("/v3/maintenance/transfer-leadership", &json!({"targetID": target_id}).to_string());
     assert!(refused.get("error").is_none() || refused["error"] == json!("etcdserver: not leader"), "{refused}");
 }
+
+/// A member down for many writes comes back after the leader compacted its log
+/// past what the member has: it catches up by snapshot (the leader's whole store),
+/// then follows the log again.
+#[test]
+fn a_member_down_for_many_writes_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, &["--snapshot-count", "50"]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let down = (leader + 1) % 3;
+    cluster.members[down].kill9();
+    let leader_ep = cluster.members[leader].endpoint.clone();
+    for i in 0..400 {
+        let (code, resp) = put(&leader_ep, &format!("k{i:04}"), &format!("v{i}"));
+        assert_eq!(code, 200, "{resp}");
+    }
+    // Give the leader's store time to flush and Raft to compact past the gap.
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.members[down].restart();
+    let back = cluster.members[down].endpoint.clone();
+    wait_value(&back, "k0399", "v399", Duration::from_secs(30));
+    for i in [0, 1, 57, 200, 398] {
+        assert_eq!(get(&back, &format!("k{i:04}"), true)["kvs"][0]["value"], json!(b64(&format!("v{i}"))));
+    }
+    let mut log = cluster.members[down].startup_log.clone();
+    log.extend(cluster.members[down].log.try_iter());
+    assert!(log.iter().any(|l| l.contains("installed a snapshot")), "caught up without a snapshot?\n{}", log.join("\n"));
+    // And it follows the log afterwards.
+    put(&leader_ep, "after-snapshot", "yes");
+    wait_value(&back, "after-snapshot", "yes", Duration::from_secs(10));
+}

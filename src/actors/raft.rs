@@ -15,13 +15,15 @@ use actix::prelude::*;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use crate::actors::store::{AppliedTo, Apply, AwaitApply, DurableTo, MembersChanged, Responder, StoreActor};
+use crate::actors::store::{
+    AppliedTo, Apply, AwaitApply, DumpSnapshot, DurableTo, InstallSnapshot, MembersChanged, Responder, StoreActor,
+};
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest, RequestHeader};
 use crate::net::peer::{
     InboundMessages, InboundSnapshot, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages,
-    SnapshotSent, Unreachable,
+    SendSnapshot, SnapshotSent, Unreachable,
 };
 use crate::proto::etcdserverpb as pb;
 use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode, Role};
@@ -139,6 +141,38 @@ pub struct RaftActor {
     last_leader: Option<u64>,
     /// A `Drive` is queued behind the messages waiting in the mailbox.
     drive_scheduled: bool,
+    /// The highest index handed to the store (committed entries or a snapshot):
+    /// what the store reports applied is never reported to the core beyond it.
+    handed_out: u64,
+    /// This actor's own address, for work that continues asynchronously.
+    me: Option<Addr<RaftActor>>,
+}
+
+/// A follower needs a snapshot: fetch the store's dump and send it along with the message.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SendSnapshotTo(Message);
+
+impl Handler<SendSnapshotTo> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: SendSnapshotTo, ctx: &mut Context<Self>) {
+        let message = msg.0;
+        let to = message.to;
+        let dump = self.store.send(DumpSnapshot);
+        ctx.spawn(async move { dump.await }.into_actor(self).map(move |result, act, ctx| {
+            match (result, act.peers.get(&to)) {
+                (Ok(Ok((data, applied))), Some((_, link))) => {
+                    tracing::info!("sending a snapshot to {to:x}: {} bytes, applied index {applied}", data.len());
+                    link.do_send(SendSnapshot { message, data });
+                }
+                (result, _) => {
+                    tracing::error!("no snapshot for {to:x}: {:?}", result.map(|r| r.map(|(d, i)| (d.len(), i))));
+                    act.node.report_snapshot(to, false);
+                    act.drive_soon(ctx);
+                }
+            }
+        }));
+    }
 }
 
 /// Carry out the core's `Ready` (see `drive_soon`).
@@ -178,6 +212,8 @@ impl RaftActor {
             ready_notice: Some(w.ready_notice),
             last_leader: None,
             drive_scheduled: false,
+            handed_out: 0,
+            me: None,
         }
     }
 
@@ -205,14 +241,13 @@ impl RaftActor {
                 self.on_soft_state(soft.leader, soft.role);
             }
             self.send(ready.messages);
-            if let Some(meta) = &ready.snapshot {
-                // Only a stepped snapshot message produces this, and those are
-                // dropped on arrival until snapshot install exists.
-                panic!("raft asked to install a snapshot at index {}, which is not implemented", meta.index);
-            }
+            // A snapshot here was stepped only after the store installed its data
+            // (see `InboundSnapshot`): record it in the WAL; the state machine
+            // already holds it.
+            let snapshot_index = ready.snapshot.as_ref().map(|meta| meta.index);
             match ready.persist_ack {
                 Some(ack) => self.wal.do_send(Append {
-                    snapshot: None,
+                    snapshot: ready.snapshot,
                     entries: ready.entries,
                     hard_state: ready.hard_state,
                     ack,
@@ -220,7 +255,12 @@ impl RaftActor {
                 }),
                 None => self.send(ready.messages_after_persist),
             }
-            if !ready.committed.is_empty() {
+            if let Some(index) = snapshot_index {
+                self.handed_out = self.handed_out.max(index);
+                self.node.on_applied(index);
+            }
+            if let Some(last) = ready.committed.last() {
+                self.handed_out = self.handed_out.max(last.index);
                 self.store.do_send(Apply { entries: ready.committed, term: self.node.term() });
             }
             for rs in ready.read_states {
@@ -235,15 +275,12 @@ impl RaftActor {
     fn send(&mut self, messages: Vec<Message>) {
         let mut by_peer: HashMap<NodeId, Vec<Message>> = HashMap::new();
         for m in messages {
-            if let MessageBody::Snapshot { meta } = &m.body {
-                // Streaming the store to a follower that fell behind the compacted
-                // log is not implemented yet: say so, and let Raft retry later.
-                tracing::error!(
-                    "member {:x} needs a snapshot at index {}: snapshot transfer is not implemented yet",
-                    m.to,
-                    meta.index
-                );
-                self.node.report_snapshot(m.to, false);
+            if matches!(m.body, MessageBody::Snapshot { .. }) {
+                // The data comes from the store, asynchronously.
+                match &self.me {
+                    Some(me) => me.do_send(SendSnapshotTo(m)),
+                    None => self.node.report_snapshot(m.to, false),
+                }
                 continue;
             }
             by_peer.entry(m.to).or_default().push(m);
@@ -333,6 +370,8 @@ impl Actor for RaftActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address());
+        self.handed_out = self.node.applied_index();
         // The only voter need not wait out an election timeout to lead itself.
         if self.node.voters() == [self.member_id] && self.node.leader().is_none() {
             if let Err(e) = self.node.campaign() {
@@ -488,7 +527,9 @@ impl Handler<AppliedTo> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: AppliedTo, ctx: &mut Context<Self>) {
         self.applied_index = self.applied_index.max(msg.index);
-        self.node.on_applied(self.applied_index);
+        // After a snapshot install the store may hold more than the core handed
+        // out (the dump was taken later); the core hears only what it handed out.
+        self.node.on_applied(self.applied_index.min(self.handed_out));
         if self.node.leader().is_some() && self.applied_index >= self.node.commit_index() {
             if let Some(notice) = self.ready_notice.take() {
                 let _ = notice.send(());
@@ -548,8 +589,30 @@ impl Handler<SnapshotSent> for RaftActor {
 
 impl Handler<InboundSnapshot> for RaftActor {
     type Result = ();
-    fn handle(&mut self, _msg: InboundSnapshot, _: &mut Context<Self>) {
-        tracing::error!("snapshot install is being wired");
+    fn handle(&mut self, msg: InboundSnapshot, ctx: &mut Context<Self>) {
+        let MessageBody::Snapshot { meta } = &msg.message.body else {
+            tracing::warn!("a snapshot frame from {:x} without snapshot metadata; dropped", msg.message.from);
+            return;
+        };
+        if meta.index <= self.node.commit_index() {
+            return; // already have it (a retransmission)
+        }
+        tracing::info!("installing a snapshot from {:x} at index {} ({} bytes)", msg.message.from, meta.index, msg.data.len());
+        let install = self.store.send(InstallSnapshot { data: msg.data, index: meta.index });
+        let message = msg.message;
+        // Nothing else is stepped until the store holds the snapshot: entries
+        // after it must not reach the core first.
+        ctx.wait(async move { install.await }.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(Ok(applied)) => {
+                act.applied_index = act.applied_index.max(applied);
+                if let Err(e) = act.node.step(message) {
+                    tracing::debug!("raft: snapshot message not stepped: {e}");
+                }
+                act.drive_soon(ctx);
+            }
+            Ok(Err(e)) => tracing::error!("snapshot not installed: {e}"),
+            Err(e) => tracing::error!("snapshot not installed: the store is gone ({e})"),
+        }));
     }
 }
 

@@ -119,6 +119,23 @@ pub struct ReadHistory {
     pub max_events: usize,
 }
 
+/// The whole backend, for a follower that fell behind the leader's compacted log:
+/// answered with the dump and the applied index it holds (≥ the snapshot index
+/// Raft asked for; the follower skips entries up to it).
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<u8>, u64), RequestError>")]
+pub struct DumpSnapshot;
+
+/// Replaces the whole state with a leader's dump. Answered with the applied index
+/// the dump holds, once it is durable: only then may Raft record the snapshot.
+#[derive(Message)]
+#[rtype(result = "Result<u64, RequestError>")]
+pub struct InstallSnapshot {
+    pub data: Vec<u8>,
+    /// The Raft snapshot index: a dump older than this cannot stand in for it.
+    pub index: u64,
+}
+
 /// Who the store reports progress to.
 pub struct StorePeers {
     pub applied: Recipient<AppliedTo>,
@@ -376,6 +393,63 @@ impl Handler<Read> for StoreActor {
         } else {
             self.pending_reads.entry(msg.read_index).or_default().push((msg.request, msg.responder));
         }
+    }
+}
+
+impl Handler<DumpSnapshot> for StoreActor {
+    type Result = Result<(Vec<u8>, u64), RequestError>;
+    fn handle(&mut self, _: DumpSnapshot, _: &mut Context<Self>) -> Self::Result {
+        // Between two applies every staged change has been written, so the dump is
+        // exactly the state at `applied_index`. It reads the whole backend on this
+        // actor's own arbiter: apply pauses meanwhile, nothing else does. Bounded
+        // by the peer frame size, the most one snapshot frame can carry.
+        let data = crate::storage::snapshot::dump_bounded(&**self.store.backend(), crate::net::peer::codec::FRAME_BYTES_CEILING as usize)
+            .map_err(|e| RequestError::Internal(format!("snapshot dump: {e}")))?;
+        Ok((data, self.applied_index))
+    }
+}
+
+impl Handler<InstallSnapshot> for StoreActor {
+    type Result = AtomicResponse<Self, Result<u64, RequestError>>;
+    fn handle(&mut self, msg: InstallSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let info = match crate::storage::snapshot::inspect(&msg.data) {
+            Ok(info) => info,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(RequestError::Internal(format!("snapshot refused: {e}")))))),
+        };
+        if info.consistent_index_hint.unwrap_or(0) < msg.index {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(RequestError::Internal(format!(
+                "snapshot refused: it holds index {:?}, Raft needs {}",
+                info.consistent_index_hint, msg.index
+            ))))));
+        }
+        // Load and flush off the event loop. An atomic response: the actor takes
+        // no other message until it is done, so no apply or read sees a
+        // half-replaced store.
+        let backend = self.store.backend().clone();
+        let work = actix_rt::task::spawn_blocking(move || {
+            crate::storage::snapshot::load(&*backend, &msg.data).map_err(|e| e.to_string())?;
+            backend.flush().map_err(|e| e.to_string())
+        });
+        AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(|result, act, _ctx| {
+            match result {
+                Ok(Ok(())) => {}
+                // The backend may be half replaced: stop rather than serve it (a
+                // restart refuses the marked store, and the leader sends again).
+                Ok(Err(e)) => panic!("snapshot install failed: {e}"),
+                Err(e) => panic!("snapshot install task failed: {e}"),
+            }
+            let backend = act.store.backend().clone();
+            act.store = MvccStore::open(backend).unwrap_or_else(|e| panic!("reopening the store after a snapshot: {e}"));
+            act.members = Members::load(&**act.store.backend())
+                .unwrap_or_else(|e| panic!("reloading members after a snapshot: {e}"));
+            act.applied_index = act.store.consistent_index();
+            act.flushed_index = act.applied_index;
+            act.snapshot_index = act.applied_index;
+            tracing::info!("installed a snapshot from the leader: applied index {}", act.applied_index);
+            act.release_reads();
+            act.peers.members.do_send(MembersChanged(act.members.list()));
+            Ok(act.applied_index)
+        })))
     }
 }
 
