@@ -131,16 +131,11 @@ impl ClientService {
         })
     }
 
-    /// The header every cluster answer carries.
+    /// The header of a Cluster answer: as etcd's, it names cluster, member and
+    /// term, but no revision (membership is not part of the key space).
     async fn header(&self) -> Result<pb::ResponseHeader, RequestError> {
         let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
-        let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
-        Ok(pb::ResponseHeader {
-            cluster_id: raft.cluster_id,
-            member_id: raft.member_id,
-            revision: store.revision,
-            raft_term: raft.term,
-        })
+        Ok(pb::ResponseHeader { cluster_id: raft.cluster_id, member_id: raft.member_id, revision: 0, raft_term: raft.term })
     }
 
     async fn members(&self) -> Result<Vec<pb::Member>, RequestError> {
@@ -214,7 +209,8 @@ impl ClientService {
             Ok(Err(_)) => return Err(RequestError::Stopped),
             Ok(Ok(result)) => result?,
         }
-        Ok(pb::MoveLeaderResponse { header: Some(self.header().await?) })
+        // etcd answers MoveLeader with an empty message.
+        Ok(pb::MoveLeaderResponse { header: None })
     }
 
     /// Proposes a membership change and waits until it is applied; returns the

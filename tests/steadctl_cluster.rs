@@ -262,7 +262,10 @@ fn cluster_commands_match_etcdctl_shapes() {
     let err = text(&out.stderr);
     assert!(err.ends_with("\nError: etcdserver: Peer URLs already exists\n"), "{err}");
     assert!(err.starts_with("{\"level\":\"warn\""), "{err}");
-    assert!(err.contains(&format!("\"target\":\"endpoint://client-")) && err.contains(&format!("/{fep}\"")), "logs as the client of the given endpoint: {err}");
+    assert!(
+        err.contains("\"target\":\"endpoint://client-") && err.contains(&format!("/{fep}\"")),
+        "logs as the client of the given endpoint: {err}"
+    );
 
     // A learner that never started cannot be promoted.
     let out = steadctl(&["--endpoints", &fep, "member", "promote", &new_id]);

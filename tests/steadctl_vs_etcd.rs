@@ -25,3 +25,21 @@ fn steadctl_on_stead_prints_what_etcdctl_prints_on_etcd() {
     assert!(out.status.success(), "steadctl/stead differ from etcdctl/etcd:\n{stdout}\n{stderr}");
     eprintln!("{stdout}");
 }
+
+/// The cluster commands (member list in every format, endpoint status/health
+/// --cluster, member add --learner / promote / update / remove and their errors,
+/// move-leader) on a 3-member etcd and a 3-member stead: same output
+/// (scripts/compare-etcdctl-cluster.sh).
+#[test]
+fn cluster_commands_on_stead_print_what_etcdctl_prints_on_etcd() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/compare-etcdctl-cluster.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("STEAD", env!("CARGO_BIN_EXE_stead"))
+        .env("STEADCTL", env!("CARGO_BIN_EXE_steadctl"))
+        .output()
+        .expect("run compare-etcdctl-cluster.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cluster commands differ:\n{stdout}\n{stderr}");
+}

@@ -975,7 +975,8 @@ impl Actor for WatchHub {
         ctx.run_interval(self.core.config.sync_interval, |act, ctx| {
             act.core.flush_backlogs();
             act.schedule_sync(ctx);
-            if let Some(links) = &act.links {
+            // The term in response headers; only asked while someone watches.
+            if let Some(links) = act.links.as_ref().filter(|_| act.core.stats().streams > 0) {
                 let raft = links.raft.clone();
                 ctx.spawn(async move { raft.send(GetRaftStatus).await.ok() }.into_actor(act).map(|st, act, _| {
                     if let Some(st) = st {

@@ -7,7 +7,9 @@
 //! etcd's gateway behaviour kept here: an undecodable first request is answered
 //! with a 500 error body (`code` 2); a later undecodable one ends the reading of
 //! the request body but not the stream; the end of the body does not end the
-//! stream either (only the client's going away does).
+//! stream either (only the client's going away does). One difference: a body
+//! with no request at all gets an empty answer at once instead of a silent
+//! stream that could never carry anything.
 //!
 //! Owns decoding and encoding only: the stream and its watchers live in the
 //! `WatchHub`. It must never hold watch state of its own.
@@ -124,7 +126,9 @@ impl Drop for StreamGuard {
 /// Where the first request stands once the body has been read up to it.
 enum First {
     Request(pb::WatchRequest),
-    /// The body ended with no request: etcd keeps the stream open, silent.
+    /// The body ended with no request: etcd keeps such a stream open and silent;
+    /// stead ends it at once (nothing could ever be sent on it, and holding it
+    /// would hold the connection).
     None,
 }
 
@@ -192,7 +196,14 @@ async fn forward_requests(
                 tracing::debug!("watch stream {stream}: request too large, no longer reading requests");
                 return;
             }
-            Some(Err(_)) | None => return,
+            // The body broke off: the client is gone (with a chunked body this is
+            // the one sign of it a handler gets), so its stream goes too.
+            Some(Err(e)) => {
+                tracing::debug!("watch stream {stream}: request body broke off ({e}); closing the stream");
+                hub.do_send(CloseStream { stream });
+                return;
+            }
+            None => return,
         }
     }
 }
@@ -208,17 +219,18 @@ pub async fn watch(service: web::Data<ClientService>, mut payload: web::Payload)
         Ok(first) => first,
         Err(response) => return response,
     };
+    let First::Request(first) = first else {
+        return HttpResponse::Ok().content_type("application/json").finish();
+    };
     let Ok(opened) = hub.send(OpenStream).await else {
         return request_error(&RequestError::Stopped);
     };
     let stream = opened.id;
     let mut guard = StreamGuard { hub: hub.clone(), stream, reader: None };
-    if let First::Request(request) = first {
-        if hub.send(StreamRequest { stream, request }).await.is_err() {
-            return request_error(&RequestError::Stopped);
-        }
-        guard.reader = Some(actix_rt::spawn(forward_requests(hub, stream, payload, decoder, limit)));
+    if hub.send(StreamRequest { stream, request: first }).await.is_err() {
+        return request_error(&RequestError::Stopped);
     }
+    guard.reader = Some(actix_rt::spawn(forward_requests(hub, stream, payload, decoder, limit)));
     let body = futures::stream::unfold((opened.responses, guard), |(mut responses, guard)| async move {
         let resp = responses.recv().await?;
         Some((Ok::<_, actix_web::Error>(frame(&resp)), (responses, guard)))

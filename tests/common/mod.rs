@@ -163,8 +163,9 @@ pub struct Cluster {
 impl Cluster {
     pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(n);
-        let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        let ports = free_ports(2 * n);
+        let (peer_ports, client_ports) = ports.split_at(n);
+        let urls: Vec<String> = peer_ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
         let initial: Vec<String> = urls.iter().enumerate().map(|(i, u)| format!("m{}={u}", i + 1)).collect();
         let initial = initial.join(",");
         let launched: Vec<Launched> = urls
@@ -182,6 +183,11 @@ impl Cluster {
                     url.clone(),
                     "--listen-peer-urls".into(),
                     url.clone(),
+                    // The member list then shows each member's real client URL.
+                    "--listen-client-urls".into(),
+                    format!("http://127.0.0.1:{}", client_ports[i]),
+                    "--advertise-client-urls".into(),
+                    format!("http://127.0.0.1:{}", client_ports[i]),
                     "--heartbeat-interval".into(),
                     "50".into(),
                     "--election-timeout".into(),
