@@ -1000,7 +1000,7 @@ fn sim_three_members() {
         check_quorum: true,
         conf_changes: false,
     };
-    run_seeds("sim_three_members", sc, 2000, 200);
+    run_seeds("sim_three_members", sc, 2000, 800);
 }
 
 #[test]
@@ -1013,7 +1013,7 @@ fn sim_five_members() {
         check_quorum: true,
         conf_changes: false,
     };
-    run_seeds("sim_five_members", sc, 1000, 100);
+    run_seeds("sim_five_members", sc, 1000, 400);
 }
 
 #[test]
@@ -1026,7 +1026,7 @@ fn sim_without_prevote_or_check_quorum() {
         check_quorum: false,
         conf_changes: false,
     };
-    run_seeds("sim_without_prevote_or_check_quorum", sc, 1000, 100);
+    run_seeds("sim_without_prevote_or_check_quorum", sc, 1000, 400);
 }
 
 #[test]
@@ -1039,5 +1039,5 @@ fn sim_membership_changes() {
         check_quorum: true,
         conf_changes: true,
     };
-    run_seeds("sim_membership_changes", sc, 1000, 100);
+    run_seeds("sim_membership_changes", sc, 1000, 400);
 }
