@@ -391,10 +391,11 @@ fn undecodable_first_request_is_an_error() {
     assert!(body["error"].is_string() && body["message"] == body["error"], "{body}");
 }
 
-/// A client that goes away takes its stream with it; others are unaffected.
+/// A client that goes away takes its stream and watchers with it (the hub logs
+/// each closed stream at debug level); others are unaffected.
 #[test]
-fn other_streams_survive_a_client_going_away() {
-    let s = Server::start(&[]);
+fn a_client_going_away_closes_its_stream_only() {
+    let s = Server::start(&["--log-level", "debug"]);
     let ids = ids(&s);
     let mut keep = WatchStream::open(&s, &create(json!({"key": b64("g")})));
     assert_eq!(keep.result(&ids)["created"], json!(true));
@@ -403,8 +404,52 @@ fn other_streams_survive_a_client_going_away() {
         assert_eq!(gone.result(&ids)["created"], json!(true));
         drop(gone);
     }
+    let deadline = Instant::now() + FRAME_TIMEOUT;
+    let mut closed = 0;
+    while closed < 5 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = s.log.recv_timeout(left).unwrap_or_else(|_| panic!("only {closed} of 5 streams closed"));
+        if line.contains("closed with 1 watchers") {
+            closed += 1;
+        }
+    }
     for i in 0..3 {
         let rev = put(&s, "g", &i.to_string()).to_string();
         assert_eq!(keep.result(&ids)["header"]["revision"], json!(rev));
     }
+}
+
+/// A client that stops reading holds up neither the writes nor other watchers;
+/// when it reads again it gets every revision, in order, once (its watcher fell
+/// back to catching up from history).
+#[test]
+fn a_stalled_client_blocks_nothing_and_loses_nothing() {
+    let s = Server::start(&["--log-level", "debug"]);
+    let ids = ids(&s);
+    let mut stalled = WatchStream::open(&s, &create(json!({"key": b64("big")})));
+    let mut live = WatchStream::open(&s, &create(json!({"key": b64("big")})));
+    assert_eq!(stalled.result(&ids)["created"], json!(true));
+    assert_eq!(live.result(&ids)["created"], json!(true));
+    // ~19 MiB of events: more than the stream buffer and the socket buffers hold.
+    let value = "x".repeat(64 * 1024);
+    let n = 300;
+    let mut revs = Vec::new();
+    let started = Instant::now();
+    for _ in 0..n {
+        revs.push(put(&s, "big", &value));
+        // The live watcher keeps up while the other stream is stalled.
+        let r = live.result(&ids);
+        assert_eq!(r["events"][0]["kv"]["mod_revision"], json!(revs.last().unwrap().to_string()));
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "writes were held up: {:?}", started.elapsed());
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let r = stalled.result(&ids);
+        for e in r["events"].as_array().unwrap_or_else(|| panic!("events: {r}")) {
+            assert_eq!(e["kv"]["value"].as_str().map(str::len), Some(b64(&value).len()));
+            seen.push(e["kv"]["mod_revision"].as_str().unwrap().parse::<i64>().unwrap());
+        }
+    }
+    assert_eq!(seen, revs, "every revision once, in order");
+    assert!(s.log.try_iter().any(|l| l.contains("fell behind")), "the stalled watcher went through catch-up");
 }

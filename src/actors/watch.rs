@@ -635,6 +635,7 @@ impl HubCore {
             return;
         }
         w.synced = false;
+        tracing::debug!("watch stream {}: watcher {} fell behind at revision {next_rev}; catching up", key.0, key.1);
         Self::unindex(&mut self.synced_by_key, &mut self.synced_ranges, key, &w.range);
         self.unsynced.insert(key);
     }
