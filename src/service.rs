@@ -204,11 +204,7 @@ impl ClientService {
             .send(TransferLeader { target: r.target_id, responder })
             .await
             .map_err(|_| RequestError::Stopped)?;
-        match tokio::time::timeout_at(deadline, moved).await {
-            Err(_) => return Err(RequestError::Timeout),
-            Ok(Err(_)) => return Err(RequestError::Stopped),
-            Ok(Ok(result)) => result?,
-        }
+        answer(deadline, moved).await?;
         // etcd answers MoveLeader with an empty message.
         Ok(pb::MoveLeaderResponse { header: None })
     }
@@ -223,12 +219,9 @@ impl ClientService {
             .send(ChangeMembership { change, responder })
             .await
             .map_err(|_| RequestError::Stopped)??;
-        match tokio::time::timeout_at(deadline, applied).await {
-            Err(_) => Err(RequestError::Timeout),
-            Ok(Err(_)) => Err(RequestError::Stopped),
-            Ok(Ok(Ok(Response::Members(members)))) => Ok((id, members)),
-            Ok(Ok(Ok(other))) => Err(unexpected(other)),
-            Ok(Ok(Err(e))) => Err(e),
+        match answer(deadline, applied).await? {
+            Response::Members(members) => Ok((id, members)),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -255,11 +248,7 @@ impl ClientService {
                 Ok(Ok(Ok(()))) => break applied,
             }
         };
-        match tokio::time::timeout_at(deadline, applied).await {
-            Err(_) => Err(RequestError::Timeout),
-            Ok(Err(_)) => Err(RequestError::Stopped),
-            Ok(Ok(result)) => result,
-        }
+        answer(deadline, applied).await
     }
 
     /// A read: linearizable through ReadIndex, or serializable from local state.
@@ -288,6 +277,18 @@ impl ClientService {
                 other => return other,
             }
         }
+    }
+}
+
+/// An actor's answer on `rx`, waited for until `deadline`.
+async fn answer<T>(
+    deadline: tokio::time::Instant,
+    rx: oneshot::Receiver<Result<T, RequestError>>,
+) -> Result<T, RequestError> {
+    match tokio::time::timeout_at(deadline, rx).await {
+        Err(_) => Err(RequestError::Timeout),
+        Ok(Err(_)) => Err(RequestError::Stopped),
+        Ok(Ok(result)) => result,
     }
 }
 

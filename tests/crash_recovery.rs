@@ -103,6 +103,14 @@ fn crash_rounds(args: &[&str]) {
     }
 }
 
+/// Writes keys k0..k{n-1}, each with value "v".
+fn put_keys(server: &Server, n: usize) {
+    for i in 0..n {
+        let (code, _) = post(&server.endpoint, "/v3/kv/put", &json!({"key": b64(&format!("k{i}")), "value": b64("v")}).to_string());
+        assert_eq!(code, 200);
+    }
+}
+
 /// Runs `stead` on an existing data dir and expects it to refuse to start.
 fn boot_expecting_failure(data_dir: &std::path::Path) -> (i32, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stead"))
@@ -151,10 +159,7 @@ fn written_len(bytes: &[u8]) -> usize {
 #[test]
 fn corruption_mid_wal_stops_the_boot_naming_file_and_offset() {
     let mut server = Server::start(&[]);
-    for i in 0..50 {
-        let (code, _) = post(&server.endpoint, "/v3/kv/put", &json!({"key": b64(&format!("k{i}")), "value": b64("v")}).to_string());
-        assert_eq!(code, 200);
-    }
+    put_keys(&server, 50);
     server.kill9();
     let seg = wal_segments(&server.data_dir).pop().expect("a segment");
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -172,10 +177,7 @@ fn corruption_mid_wal_stops_the_boot_naming_file_and_offset() {
 #[test]
 fn a_torn_last_record_is_truncated_with_a_warning() {
     let mut server = Server::start(&[]);
-    for i in 0..20 {
-        let (code, _) = post(&server.endpoint, "/v3/kv/put", &json!({"key": b64(&format!("k{i}")), "value": b64("v")}).to_string());
-        assert_eq!(code, 200);
-    }
+    put_keys(&server, 20);
     server.kill9();
     let seg = wal_segments(&server.data_dir).pop().expect("a segment");
     let mut bytes = std::fs::read(&seg).unwrap();
