@@ -146,12 +146,27 @@ impl Launched {
     }
 }
 
-/// Free loopback ports, found by binding port 0 (released before use: the usual
-/// small race, acceptable on a test machine).
+/// Free loopback ports for servers that must keep their port across restarts
+/// (peer URLs are part of the cluster's configuration). They are picked below
+/// Linux's ephemeral range (32768+), so that no outgoing connection of a parallel
+/// test can take a port while its member is down; each is checked free by binding.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut state = std::process::id() as u64 ^ (SEQ.fetch_add(1, Ordering::Relaxed) << 32)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut held = Vec::new();
+    while held.len() < n {
+        // xorshift: a spread of candidates in 20000..32000.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = 20_000 + (state % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
 }
 
 /// A statically bootstrapped cluster of real `stead` processes on loopback.
