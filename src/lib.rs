@@ -6,6 +6,7 @@ pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod kv;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod proto;

@@ -23,6 +23,7 @@ use crate::net::listener::ClientServer;
 use crate::raft::{self, RaftNode, Restored};
 use crate::service::{ClientService, Limits};
 use crate::kv::members::{InitialMember, Members};
+use crate::metrics::Metrics;
 use crate::storage::backend::SledBackend;
 use crate::storage::mvcc::MvccStore;
 use crate::storage::wal::{Wal, WalWriter, WalWriterOptions};
@@ -123,14 +124,19 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let boot_millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     raft_config.seed = boot_millis;
     let node = RaftNode::new(raft_config, restored)?;
-    let writer = WalWriter::spawn(wal, WalWriterOptions::default())?;
+    // This member's metrics: its own registry, handed to whatever feeds it.
+    let metrics = Metrics::new();
+    let fsync_seconds = metrics.wal_fsync_seconds.clone();
+    let on_fsync: crate::storage::wal::FsyncObserver = Box::new(move |took| crate::metrics::observe(&fsync_seconds, took));
+    let writer = WalWriter::spawn_observed(wal, WalWriterOptions::default(), Some(on_fsync))?;
 
     let initial_members: Vec<InitialMember> = settings
         .initial_cluster
         .iter()
         .map(|m| InitialMember { id: m.id, name: m.name.clone(), peer_urls: m.peer_urls.clone() })
         .collect();
-    let boot = Boot { node, writer, store, members, initial_members, peer_listener, cluster_id, member_id, applied, boot_millis };
+    let boot =
+        Boot { node, writer, store, members, initial_members, peer_listener, cluster_id, member_id, applied, boot_millis, metrics };
     System::new().block_on(serve(settings, boot))
 }
 
@@ -146,6 +152,7 @@ struct Boot {
     member_id: u64,
     applied: u64,
     boot_millis: u64,
+    metrics: Metrics,
 }
 
 fn wal_exists(dir: &Path) -> bool {
@@ -245,8 +252,19 @@ fn open_wal(dir: &Path, settings: &Settings, applied: u64) -> Result<(Wal, Resto
 }
 
 async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
-    let Boot { node, writer, store, members, initial_members, peer_listener, cluster_id, member_id, applied, boot_millis } =
-        boot;
+    let Boot {
+        node,
+        writer,
+        store,
+        members,
+        initial_members,
+        peer_listener,
+        cluster_id,
+        member_id,
+        applied,
+        boot_millis,
+        metrics,
+    } = boot;
     // Bind first: a port in use is a start-up error, not a later surprise.
     let listeners = settings
         .listen_client
@@ -278,12 +296,16 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let tick = Duration::from_millis(settings.heartbeat_interval_ms);
     let (max_request_bytes, snapshot_count) = (settings.max_request_bytes, settings.snapshot_count);
     let cluster_token = settings.cluster_token.clone();
+    let actor_metrics = metrics.clone();
     // The Raft actor is created first, on its own arbiter, so the WAL and store
     // actors can be given its address; they in turn are given to it.
     let raft_addr = RaftActor::start_in_arbiter(&raft_arbiter.handle(), move |ctx| {
         let raft_addr = ctx.address();
         let wal_recipient = raft_addr.clone().recipient();
-        let wal_addr = WalActor::start_in_arbiter(&wal_arbiter, move |_| WalActor::new(writer, wal_recipient));
+        let wal_addr = WalActor::start_in_arbiter(&wal_arbiter, {
+            let metrics = actor_metrics.clone();
+            move |_| WalActor::new(writer, wal_recipient).with_metrics(&metrics)
+        });
         let peers = StorePeers {
             applied: raft_addr.clone().recipient(),
             durable: raft_addr.clone().recipient(),
@@ -291,9 +313,10 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             watch: Some(hub_recipient),
         };
         let ids = HeaderIds { cluster_id, member_id };
+        let store_metrics = actor_metrics.clone();
         let store_addr =
             StoreActor::start_in_arbiter(&store_arbiter, move |_| {
-                StoreActor::new(store, members, initial_members, ids, snapshot_count, peers)
+                StoreActor::new(store, members, initial_members, ids, snapshot_count, peers).with_metrics(store_metrics)
             });
         let _ = store_tx.send(store_addr.clone());
         let wiring = RaftWiring {
@@ -310,6 +333,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             boot_millis,
             applied_index: applied,
             ready_notice: ready_tx,
+            metrics: actor_metrics,
         };
         RaftActor::new(node, wiring)
     });
@@ -340,7 +364,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         max_request_bytes: settings.max_request_bytes,
         request_timeout: Duration::from_secs(5) + 2 * election_timeout,
     };
-    let service = ClientService::new(raft_addr, store_addr, limits).with_watch(hub);
+    let service = ClientService::new(raft_addr, store_addr, limits).with_watch(hub).with_metrics(metrics);
     // As etcd: serve clients once this member is part of a cluster with a leader
     // and has caught up with its log.
     if ready_rx.await.is_err() {

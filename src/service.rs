@@ -19,6 +19,7 @@ use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
 use crate::kv::validate;
+use crate::metrics::Metrics;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::steadpb::internal_request::Request as Internal;
 
@@ -42,11 +43,37 @@ pub struct ClientService {
     store: Addr<StoreActor>,
     limits: Limits,
     watch: Option<Addr<WatchHub>>,
+    metrics: Metrics,
 }
 
 impl ClientService {
     pub fn new(raft: Addr<RaftActor>, store: Addr<StoreActor>, limits: Limits) -> Self {
-        ClientService { raft, store, limits, watch: None }
+        ClientService { raft, store, limits, watch: None, metrics: Metrics::new() }
+    }
+
+    /// The member's metrics: proposals are counted there, and `/metrics` serves it.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The member's metrics in Prometheus' text format, with the figures that are
+    /// read at scrape time (backend size, watch gauges) fresh.
+    pub async fn metrics_text(&self) -> String {
+        if let Ok(store) = self.store.send(GetStatus).await {
+            self.metrics.db_total_size_bytes.set(i64::try_from(store.db_size_bytes).unwrap_or(i64::MAX));
+        }
+        if let Some(hub) = &self.watch {
+            if let Ok(stats) = hub.send(crate::actors::watch::GetHubStats).await {
+                self.metrics.watcher_total.set(stats.watchers as i64);
+                self.metrics.watch_stream_total.set(stats.streams as i64);
+            }
+        }
+        self.metrics.encode()
     }
 
     /// The member's watch hub, which serves watch streams (they are long-lived and
@@ -236,6 +263,18 @@ impl ClientService {
     /// Without a leader it retries until the request timeout, then fails with
     /// etcd's "no leader".
     async fn propose(&self, request: Internal) -> Result<Response, RequestError> {
+        let result = self.propose_uncounted(request).await;
+        // etcd's proposals_failed_total: refused by Raft, no leader, or not
+        // applied in time (a request the state machine refused was applied).
+        if let Err(RequestError::Timeout | RequestError::Stopped | RequestError::NoLeader | RequestError::TooManyRequests) =
+            &result
+        {
+            self.metrics.proposals_failed.inc();
+        }
+        result
+    }
+
+    async fn propose_uncounted(&self, request: Internal) -> Result<Response, RequestError> {
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let applied = loop {
             let (responder, applied) = oneshot::channel();
@@ -248,6 +287,7 @@ impl ClientService {
                 Ok(Ok(Ok(()))) => break applied,
             }
         };
+        let _pending = self.metrics.pending_proposal();
         answer(deadline, applied).await
     }
 

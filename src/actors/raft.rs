@@ -20,6 +20,7 @@ use crate::actors::store::{
 };
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
+use crate::metrics::{ActorMetrics, Metrics};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest, RequestHeader};
 use crate::net::peer::{
     InboundMessages, InboundSnapshot, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages,
@@ -110,6 +111,8 @@ pub struct RaftWiring {
     /// The backend's consistent index at boot.
     pub applied_index: u64,
     pub ready_notice: ReadyNotice,
+    /// The member's metrics (leadership, commit index, this actor's handlers).
+    pub metrics: Metrics,
 }
 
 pub struct RaftActor {
@@ -146,6 +149,8 @@ pub struct RaftActor {
     handed_out: u64,
     /// This actor's own address, for work that continues asynchronously.
     me: Option<Addr<RaftActor>>,
+    metrics: Metrics,
+    instruments: ActorMetrics,
 }
 
 /// A follower needs a snapshot: fetch the store's dump and send it along with the message.
@@ -156,6 +161,7 @@ struct SendSnapshotTo(Message);
 impl Handler<SendSnapshotTo> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: SendSnapshotTo, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("SendSnapshotTo");
         let message = msg.0;
         let to = message.to;
         let dump = self.store.send(DumpSnapshot);
@@ -183,6 +189,7 @@ struct Drive;
 impl Handler<Drive> for RaftActor {
     type Result = ();
     fn handle(&mut self, _: Drive, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("Drive");
         self.drive_scheduled = false;
         self.drive();
     }
@@ -214,6 +221,8 @@ impl RaftActor {
             drive_scheduled: false,
             handed_out: 0,
             me: None,
+            instruments: w.metrics.actor("raft"),
+            metrics: w.metrics,
         }
     }
 
@@ -269,6 +278,7 @@ impl RaftActor {
                 }
             }
         }
+        self.metrics.proposals_committed.set(i64::try_from(self.node.commit_index()).unwrap_or(i64::MAX));
     }
 
     /// Hands each message to the link of the member it is for, one batch per peer.
@@ -327,6 +337,13 @@ impl RaftActor {
     }
 
     fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
+        // As etcd's raftNode: a change to a known leader counts; the gauges
+        // follow every soft state.
+        if leader.is_some() && leader != self.last_leader {
+            self.metrics.leader_changes_seen.inc();
+        }
+        self.metrics.has_leader.set(i64::from(leader.is_some()));
+        self.metrics.is_leader.set(i64::from(role == Role::Leader));
         if leader != self.last_leader {
             match leader {
                 Some(l) => tracing::info!(
@@ -395,6 +412,7 @@ impl Actor for RaftActor {
         let members = std::mem::take(&mut self.boot_members);
         self.connect_peers(&members, ctx);
         ctx.run_interval(self.tick_interval, |act, _| {
+            let _t = act.instruments.handling("Tick");
             act.node.tick();
             act.drive();
         });
@@ -405,6 +423,7 @@ impl Actor for RaftActor {
 impl Handler<Propose> for RaftActor {
     type Result = Result<(), RequestError>;
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("Propose");
         let id = self.request_id();
         let request = InternalRequest {
             header: Some(RequestHeader { id, proposer: self.member_id }),
@@ -426,6 +445,7 @@ impl Handler<Propose> for RaftActor {
 impl Handler<ChangeMembership> for RaftActor {
     type Result = Result<NodeId, RequestError>;
     fn handle(&mut self, msg: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("ChangeMembership");
         if self.node.role() != Role::Leader {
             return Err(RequestError::NotLeader);
         }
@@ -474,6 +494,7 @@ impl Handler<ChangeMembership> for RaftActor {
 impl Handler<TransferLeader> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: TransferLeader, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("TransferLeader");
         if self.node.leader() == Some(msg.target) {
             let _ = msg.responder.send(Ok(()));
             return;
@@ -500,6 +521,7 @@ impl Handler<TransferLeader> for RaftActor {
 impl Handler<ReadIndex> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: ReadIndex, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("ReadIndex");
         let read_ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
         match self.node.read_index(read_ctx) {
@@ -517,6 +539,7 @@ impl Handler<ReadIndex> for RaftActor {
 impl Handler<Persisted> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: Persisted, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("Persisted");
         self.node.on_persisted(msg.ack);
         self.send(msg.after_persist);
         self.drive_soon(ctx);
@@ -526,6 +549,7 @@ impl Handler<Persisted> for RaftActor {
 impl Handler<AppliedTo> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: AppliedTo, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("AppliedTo");
         self.applied_index = self.applied_index.max(msg.index);
         // After a snapshot install the store may hold more than the core handed
         // out (the dump was taken later); the core hears only what it handed out.
@@ -542,6 +566,7 @@ impl Handler<AppliedTo> for RaftActor {
 impl Handler<DurableTo> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: DurableTo, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("DurableTo");
         // The backend holds everything up to `index`: the log before it is only
         // needed by followers that lag (the core keeps what it retains) and the
         // WAL may drop whole segments before a snapshot marker there.
@@ -556,6 +581,7 @@ impl Handler<DurableTo> for RaftActor {
 impl Handler<InboundMessages> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: InboundMessages, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("InboundMessages");
         for m in msg.0 {
             if let MessageBody::Snapshot { meta } = &m.body {
                 // The snapshot's data would have to arrive first (not implemented
@@ -574,6 +600,7 @@ impl Handler<InboundMessages> for RaftActor {
 impl Handler<Unreachable> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: Unreachable, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("Unreachable");
         self.node.report_unreachable(msg.to);
         self.drive_soon(ctx);
     }
@@ -582,6 +609,7 @@ impl Handler<Unreachable> for RaftActor {
 impl Handler<SnapshotSent> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: SnapshotSent, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("SnapshotSent");
         self.node.report_snapshot(msg.to, msg.ok);
         self.drive();
     }
@@ -590,6 +618,7 @@ impl Handler<SnapshotSent> for RaftActor {
 impl Handler<InboundSnapshot> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: InboundSnapshot, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("InboundSnapshot");
         let MessageBody::Snapshot { meta } = &msg.message.body else {
             tracing::warn!("a snapshot frame from {:x} without snapshot metadata; dropped", msg.message.from);
             return;
@@ -619,6 +648,7 @@ impl Handler<InboundSnapshot> for RaftActor {
 impl Handler<MembersChanged> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: MembersChanged, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("MembersChanged");
         self.connect_peers(&msg.0, ctx);
     }
 }
@@ -626,6 +656,7 @@ impl Handler<MembersChanged> for RaftActor {
 impl Handler<GetRaftStatus> for RaftActor {
     type Result = RaftStatus;
     fn handle(&mut self, _: GetRaftStatus, _: &mut Context<Self>) -> RaftStatus {
+        let _t = self.instruments.handling("GetRaftStatus");
         RaftStatus {
             cluster_id: self.cluster_id,
             member_id: self.member_id,

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::error::RequestError;
+use crate::metrics::{ActorMetrics, Metrics, MvccOps};
 use crate::kv::apply::{self, Response};
 use crate::proto::etcdserverpb as pb;
 use crate::kv::members::{InitialMember, Members};
@@ -173,6 +174,8 @@ pub struct StoreActor {
     /// Where the last snapshot (WAL release point) was reported.
     snapshot_index: u64,
     flushing: bool,
+    metrics: Metrics,
+    instruments: ActorMetrics,
 }
 
 impl StoreActor {
@@ -199,7 +202,33 @@ impl StoreActor {
             flushed_index: applied_index,
             snapshot_index: applied_index,
             flushing: false,
+            instruments: ActorMetrics::detached("store"),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Feeds the member's metrics (without it they go to a registry nobody reads).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.instruments = metrics.actor("store");
+        self.metrics = metrics;
+        self.refresh_gauges(true);
+        self
+    }
+
+    /// The store's gauges; `recount` counts the live keys afresh (at start and
+    /// after a snapshot install; applies adjust the count from their events).
+    fn refresh_gauges(&mut self, recount: bool) {
+        let m = &self.metrics;
+        if recount {
+            // etcd's "all keys" range: from "\0" to "\0".
+            match self.store.count(b"\0", b"\0", 0) {
+                Ok(all) => m.keys_total.set(i64::try_from(all.count).unwrap_or(i64::MAX)),
+                Err(e) => tracing::warn!("counting keys for metrics: {e}"),
+            }
+        }
+        m.current_revision.set(self.store.current_revision());
+        m.compact_revision.set(self.store.compact_revision());
+        m.proposals_applied.set(i64::try_from(self.applied_index).unwrap_or(i64::MAX));
     }
 
     fn store(&self) -> &MvccStore {
@@ -228,8 +257,14 @@ impl StoreActor {
     fn serve_read(&self, request: ReadRequest, responder: Responder) {
         let result = match request {
             ReadRequest::Range(r) => apply::range(self.store(), &r).map(Response::Range),
-            ReadRequest::Txn(t) => apply::read_txn(self.store(), &t).map(Response::Txn),
+            ReadRequest::Txn(t) => apply::read_txn(self.store(), &t).map(|resp| {
+                self.metrics.count_mvcc(MvccOps::txn(&t, &resp));
+                Response::Txn(resp)
+            }),
         };
+        if let Ok(Response::Range(_)) = &result {
+            self.metrics.count_mvcc(MvccOps::range());
+        }
         let _ = responder.send(result.map(|r| self.finish(r)));
     }
 
@@ -283,6 +318,9 @@ impl StoreActor {
                         _ => {
                             let applied = apply::apply_entry(&mut batch, entry.index, &request)
                                 .unwrap_or_else(|f| panic!("{f}"));
+                            if let Ok(response) = &applied.response {
+                                self.metrics.count_mvcc(kv_ops(&request, response));
+                            }
                             events.extend(applied.events);
                             applied.response
                         }
@@ -292,9 +330,16 @@ impl StoreActor {
             }
             self.applied_index = entry.index;
         }
+        let commit = self.metrics.backend_commit_seconds.start_timer();
         if let Err(e) = batch.finish() {
             panic!("storage fault writing the apply batch up to index {}: {e}", self.applied_index);
         }
+        commit.observe_duration();
+        // etcd's keys_total: up on a key's creation, down on its deletion.
+        let created = events.iter().filter(|e| e.kind == mvcc::EventKind::Put && e.kv.version == 1).count();
+        let deleted = events.iter().filter(|e| e.kind == mvcc::EventKind::Delete).count();
+        self.metrics.keys_total.add(created as i64 - deleted as i64);
+        self.refresh_gauges(false);
         for (id, response) in answers {
             if let Some(responder) = self.waiters.remove(&id) {
                 let _ = responder.send(response.map(|r| self.finish(r)));
@@ -368,6 +413,7 @@ impl Actor for StoreActor {
 impl Handler<AwaitApply> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: AwaitApply, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("AwaitApply");
         self.waiters.insert(msg.id, msg.responder);
     }
 }
@@ -375,6 +421,7 @@ impl Handler<AwaitApply> for StoreActor {
 impl Handler<Apply> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("Apply");
         self.raft_term = self.raft_term.max(msg.term);
         self.apply_entries(&msg.entries);
         self.release_reads();
@@ -388,6 +435,7 @@ impl Handler<Apply> for StoreActor {
 impl Handler<Read> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: Read, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("Read");
         if msg.read_index <= self.applied_index {
             self.serve_read(msg.request, msg.responder);
         } else {
@@ -399,11 +447,12 @@ impl Handler<Read> for StoreActor {
 impl Handler<DumpSnapshot> for StoreActor {
     type Result = Result<(Vec<u8>, u64), RequestError>;
     fn handle(&mut self, _: DumpSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("DumpSnapshot");
         // Between two applies every staged change has been written, so the dump is
         // exactly the state at `applied_index`. It reads the whole backend on this
         // actor's own arbiter: apply pauses meanwhile, nothing else does. Bounded
-        // by the peer frame size, the most one snapshot frame can carry.
-        let data = crate::storage::snapshot::dump_bounded(&**self.store.backend(), crate::net::peer::codec::FRAME_BYTES_CEILING as usize)
+        // by the largest snapshot a peer link carries (in chunks).
+        let data = crate::storage::snapshot::dump_bounded(&**self.store.backend(), crate::net::peer::SNAPSHOT_BYTES_MAX_DEFAULT as usize)
             .map_err(|e| RequestError::Internal(format!("snapshot dump: {e}")))?;
         Ok((data, self.applied_index))
     }
@@ -412,6 +461,7 @@ impl Handler<DumpSnapshot> for StoreActor {
 impl Handler<InstallSnapshot> for StoreActor {
     type Result = AtomicResponse<Self, Result<u64, RequestError>>;
     fn handle(&mut self, msg: InstallSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("InstallSnapshot");
         let info = match crate::storage::snapshot::inspect(&msg.data) {
             Ok(info) => info,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(RequestError::Internal(format!("snapshot refused: {e}")))))),
@@ -445,6 +495,7 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.applied_index = act.store.consistent_index();
             act.flushed_index = act.applied_index;
             act.snapshot_index = act.applied_index;
+            act.refresh_gauges(true);
             tracing::info!("installed a snapshot from the leader: applied index {}", act.applied_index);
             act.release_reads();
             act.peers.members.do_send(MembersChanged(act.members.list()));
@@ -456,6 +507,7 @@ impl Handler<InstallSnapshot> for StoreActor {
 impl Handler<ReadHistory> for StoreActor {
     type Result = Result<mvcc::History, RequestError>;
     fn handle(&mut self, msg: ReadHistory, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("ReadHistory");
         self.store.history(msg.from_revision, msg.max_events).map_err(|e| match e {
             mvcc::MvccError::Compacted { .. } => RequestError::Compacted,
             mvcc::MvccError::FutureRev { .. } => RequestError::FutureRevision,
@@ -467,6 +519,7 @@ impl Handler<ReadHistory> for StoreActor {
 impl Handler<GetMembers> for StoreActor {
     type Result = MessageResult<GetMembers>;
     fn handle(&mut self, _: GetMembers, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("GetMembers");
         MessageResult(self.members.list())
     }
 }
@@ -474,6 +527,7 @@ impl Handler<GetMembers> for StoreActor {
 impl Handler<GetStatus> for StoreActor {
     type Result = StoreStatus;
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> StoreStatus {
+        let _t = self.instruments.handling("GetStatus");
         let store = self.store();
         StoreStatus {
             revision: store.current_revision(),
@@ -481,5 +535,15 @@ impl Handler<GetStatus> for StoreActor {
             applied_index: self.applied_index,
             db_size_bytes: store.backend().size_on_disk().unwrap_or(0),
         }
+    }
+}
+
+/// The mvcc operations a KV entry did, as etcd counts them.
+fn kv_ops(request: &InternalRequest, response: &Response) -> MvccOps {
+    match (&request.request, response) {
+        (Some(internal_request::Request::Put(p)), _) => MvccOps::put(p),
+        (Some(internal_request::Request::DeleteRange(d)), _) => MvccOps::delete(d),
+        (Some(internal_request::Request::Txn(t)), Response::Txn(r)) => MvccOps::txn(t, r),
+        _ => MvccOps::default(),
     }
 }

@@ -8,6 +8,7 @@
 
 use actix::prelude::*;
 
+use crate::metrics::ActorMetrics;
 use crate::raft::{Entry, HardState, Message, PersistAck, SnapshotMeta};
 use crate::storage::wal::{WalPersisted, WalWrite, WalWriter};
 
@@ -43,11 +44,18 @@ pub struct Persisted {
 pub struct WalActor {
     writer: WalWriter,
     raft: Recipient<Persisted>,
+    instruments: ActorMetrics,
 }
 
 impl WalActor {
     pub fn new(writer: WalWriter, raft: Recipient<Persisted>) -> Self {
-        WalActor { writer, raft }
+        WalActor { writer, raft, instruments: ActorMetrics::detached("wal") }
+    }
+
+    /// Counts and times this actor's messages in the member's metrics.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.instruments = metrics.actor("wal");
+        self
     }
 
     fn submit(&self, write: WalWrite) {
@@ -73,6 +81,7 @@ fn must_succeed(result: Result<WalPersisted, crate::storage::wal::WalError>) -> 
 impl Handler<Append> for WalActor {
     type Result = ();
     fn handle(&mut self, msg: Append, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("Append");
         let raft = self.raft.clone();
         let (ack, after_persist) = (msg.ack, msg.after_persist);
         let done = Box::new(move |result| {
@@ -88,6 +97,7 @@ impl Handler<Append> for WalActor {
 impl Handler<SaveSnapshot> for WalActor {
     type Result = ();
     fn handle(&mut self, msg: SaveSnapshot, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("SaveSnapshot");
         let index = msg.meta.index;
         let write = WalWrite {
             snapshot: Some(msg.meta),

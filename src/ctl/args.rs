@@ -114,6 +114,8 @@ pub enum Command {
     /// Transfers leadership to another etcd cluster member.
     #[command(name = "move-leader")]
     MoveLeader(NoArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(WatchArgs),
     /// Membership related commands
     Member(MemberArgs),
     /// Prints the version of steadctl
@@ -218,6 +220,27 @@ pub struct CompactionArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub physical: bool,
     /// <revision>
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WatchArgs {
+    /// Interactive mode (not supported yet)
+    #[arg(short = 'i', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub interactive: bool,
+    /// Watch on a prefix if prefix is set
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub prefix: bool,
+    /// Revision to start watching
+    #[arg(long, default_value = "0", value_parser = go_int64)]
+    pub rev: i64,
+    /// get the previous key-value pair before the event happens
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub prev_kv: bool,
+    /// get periodic watch progress notification from server (etcdctl 3.5)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub progress_notify: bool,
+    /// [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]
     pub args: Vec<String>,
 }
 

@@ -4,7 +4,7 @@
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
 //! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
-//! `move-leader`, `version`); the one deliberate difference is the
+//! `move-leader`, `watch`, `version`); the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!
@@ -15,7 +15,8 @@
 //! - [`gateway`]: HTTP calls, endpoint fail-over, deadlines, error mapping;
 //! - [`printer`], [`table`], [`gofmt`]: etcdctl's output formats, Go's text rules;
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
-//! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints.
+//! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
+//! - [`watch`]: `watch` over the gateway's watch stream.
 
 pub mod args;
 pub mod cluster;
@@ -26,6 +27,7 @@ pub mod ops;
 pub mod printer;
 pub mod table;
 pub mod txn;
+pub mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;

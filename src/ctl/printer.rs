@@ -406,7 +406,7 @@ impl Printer {
     }
 
     /// etcdctl's `printKV`: key line (unless value-only), then value line, raw bytes.
-    fn print_kv(&self, out: &mut Vec<u8>, kv: &KeyValue) {
+    pub(super) fn print_kv(&self, out: &mut Vec<u8>, kv: &KeyValue) {
         if self.hex {
             if !self.value_only {
                 line(out, &gofmt::hex_escaped(&kv.key));
@@ -472,7 +472,7 @@ fn status_rows(st: &[EpStatus]) -> Vec<Vec<String>> {
 
 // ---- fields printer (printer_fields.go) ----
 
-fn fields_hdr(out: &mut Vec<u8>, h: Option<&ResponseHeader>) {
+pub(super) fn fields_hdr(out: &mut Vec<u8>, h: Option<&ResponseHeader>) {
     let d = ResponseHeader::default();
     let h = h.unwrap_or(&d);
     line(out, &format!("\"ClusterID\" : {}", h.cluster_id));
@@ -481,7 +481,7 @@ fn fields_hdr(out: &mut Vec<u8>, h: Option<&ResponseHeader>) {
     line(out, &format!("\"RaftTerm\" : {}", h.raft_term));
 }
 
-fn fields_kv(out: &mut Vec<u8>, pfx: &str, kv: &KeyValue) {
+pub(super) fn fields_kv(out: &mut Vec<u8>, pfx: &str, kv: &KeyValue) {
     line(out, &format!("\"{pfx}Key\" : {}", gofmt::quote(&kv.key)));
     line(out, &format!("\"{pfx}CreateRevision\" : {}", kv.create_revision));
     line(out, &format!("\"{pfx}ModRevision\" : {}", kv.mod_revision));
@@ -583,7 +583,7 @@ fn json_hdr(o: &mut GoObj, h: Option<&ResponseHeader>) {
     }
 }
 
-fn json_kv(kv: &KeyValue) -> String {
+pub(super) fn json_kv(kv: &KeyValue) -> String {
     let mut o = GoObj::new();
     o.bytes("key", &kv.key);
     o.num("create_revision", kv.create_revision);

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::RequestError;
+use crate::metrics::{grpc_code_name, Rpc};
 use crate::proto::etcdserverpb as pb;
 use crate::net::status::etcd_status;
 use crate::service::{ClientService, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
@@ -67,74 +68,111 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
-/// Decode, call, encode: the shape of every unary gateway endpoint.
-async fn unary<Req, Resp, F, Fut>(service: web::Data<ClientService>, payload: web::Payload, call: F) -> HttpResponse
+/// Decode, call, encode: the shape of every unary gateway endpoint. Counted as
+/// the gRPC call it stands for (etcd's gateway calls its gRPC server, so etcd's
+/// `grpc_server_*` metrics count gateway requests too).
+async fn unary<Req, Resp, F, Fut>(
+    service: web::Data<ClientService>,
+    rpc: Rpc,
+    payload: web::Payload,
+    call: F,
+) -> HttpResponse
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
     F: FnOnce(ClientService, Req) -> Fut,
     Fut: Future<Output = Result<Resp, RequestError>>,
 {
+    let metrics = service.metrics().clone();
+    metrics.rpc_started(rpc);
+    let (response, code) = unary_call(service, payload, call).await;
+    metrics.rpc_handled(rpc, code);
+    response
+}
+
+/// A unary call's answer and its gRPC code name (`OK`, `InvalidArgument`, …).
+async fn unary_call<Req, Resp, F, Fut>(service: web::Data<ClientService>, payload: web::Payload, call: F) -> (HttpResponse, &'static str)
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(ClientService, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, RequestError>>,
+{
+    let failed = |e: RequestError| (error_response(&e), grpc_code_name(etcd_status(&e).0 as i32));
     let body = match read_body(payload, body_limit(service.limits().max_request_bytes)).await {
         Ok(b) => b,
-        Err(e) => return error_response(&e),
+        Err(e) => return failed(e),
     };
     let request = match decode::<Req>(&body) {
         Ok(r) => r,
-        Err(e) => return error_response(&e),
+        Err(e) => return failed(e),
     };
     match call(service.get_ref().clone(), request).await {
-        Ok(resp) => json_response(&resp),
-        Err(e) => error_response(&e),
+        Ok(resp) => (json_response(&resp), "OK"),
+        Err(e) => failed(e),
     }
 }
 
 async fn range(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.range(r).await }).await
+    unary(s, rpc(KV, "Range"), body, |s, r| async move { s.range(r).await }).await
 }
 
 async fn put(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.put(r).await }).await
+    unary(s, rpc(KV, "Put"), body, |s, r| async move { s.put(r).await }).await
 }
 
 async fn delete_range(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.delete_range(r).await }).await
+    unary(s, rpc(KV, "DeleteRange"), body, |s, r| async move { s.delete_range(r).await }).await
 }
 
 async fn txn(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.txn(r).await }).await
+    unary(s, rpc(KV, "Txn"), body, |s, r| async move { s.txn(r).await }).await
 }
 
 async fn compaction(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.compact(r).await }).await
+    unary(s, rpc(KV, "Compact"), body, |s, r| async move { s.compact(r).await }).await
 }
 
 async fn status(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, _: crate::proto::etcdserverpb::StatusRequest| async move { s.status().await }).await
+    unary(s, rpc(MAINTENANCE, "Status"), body, |s, _: crate::proto::etcdserverpb::StatusRequest| async move { s.status().await }).await
 }
 
 async fn member_list(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
+    unary(s, rpc(CLUSTER, "MemberList"), body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
 }
 
 async fn member_add(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.member_add(r).await }).await
+    unary(s, rpc(CLUSTER, "MemberAdd"), body, |s, r| async move { s.member_add(r).await }).await
 }
 
 async fn member_remove(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.member_remove(r).await }).await
+    unary(s, rpc(CLUSTER, "MemberRemove"), body, |s, r| async move { s.member_remove(r).await }).await
 }
 
 async fn member_update(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.member_update(r).await }).await
+    unary(s, rpc(CLUSTER, "MemberUpdate"), body, |s, r| async move { s.member_update(r).await }).await
 }
 
 async fn member_promote(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.member_promote(r).await }).await
+    unary(s, rpc(CLUSTER, "MemberPromote"), body, |s, r| async move { s.member_promote(r).await }).await
 }
 
 async fn move_leader(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
-    unary(s, body, |s, r| async move { s.move_leader(r).await }).await
+    unary(s, rpc(MAINTENANCE, "MoveLeader"), body, |s, r| async move { s.move_leader(r).await }).await
+}
+
+/// etcd's gRPC service names, for the metrics' `grpc_service` label.
+const KV: &str = "etcdserverpb.KV";
+const CLUSTER: &str = "etcdserverpb.Cluster";
+const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+
+const fn rpc(service: &'static str, method: &'static str) -> Rpc {
+    Rpc { service, method }
+}
+
+/// Prometheus' text format: etcd's metrics and stead's per-actor ones.
+async fn metrics(s: web::Data<ClientService>) -> HttpResponse {
+    HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(s.metrics_text().await)
 }
 
 async fn health(s: web::Data<ClientService>) -> HttpResponse {
@@ -168,6 +206,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/cluster/member/remove", web::post().to(member_remove))
         .route("/v3/cluster/member/update", web::post().to(member_update))
         .route("/v3/cluster/member/promote", web::post().to(member_promote))
+        .route("/metrics", web::get().to(metrics))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version));
 }

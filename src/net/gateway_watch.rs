@@ -12,17 +12,17 @@
 //! stream that could never carry anything.
 //!
 //! Owns decoding and encoding only: the stream and its watchers live in the
-//! `WatchHub`. It must never hold watch state of its own.
+//! `WatchHub`, driven through `net::watch_session` (shared with gRPC). It must
+//! never hold watch state of its own.
 
-use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::actors::watch::{CloseStream, OpenStream, StreamId, StreamRequest, WatchHub};
 use crate::error::RequestError;
 use crate::net::status::{etcd_status, Code};
+use crate::net::watch_session::{RequestSink, WatchSession};
 use crate::proto::etcdserverpb as pb;
 use crate::service::ClientService;
 
@@ -106,23 +106,6 @@ fn frame(resp: &pb::WatchResponse) -> web::Bytes {
     web::Bytes::from(line)
 }
 
-/// Tells the hub when the answer stream is dropped (the client went away or the
-/// server stops), and stops reading the request body.
-struct StreamGuard {
-    hub: Addr<WatchHub>,
-    stream: StreamId,
-    reader: Option<actix_rt::task::JoinHandle<()>>,
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            reader.abort();
-        }
-        self.hub.do_send(CloseStream { stream: self.stream });
-    }
-}
-
 /// Where the first request stands once the body has been read up to it.
 enum First {
     Request(pb::WatchRequest),
@@ -166,20 +149,13 @@ async fn read_first(
 /// Reads the rest of the body and hands each request to the hub in order. A
 /// request that cannot be decoded ends the reading (as etcd's gateway does), the
 /// stream goes on.
-async fn forward_requests(
-    hub: Addr<WatchHub>,
-    stream: StreamId,
-    mut payload: web::Payload,
-    mut decoder: RequestDecoder,
-    limit: usize,
-) {
+async fn forward_requests(sink: RequestSink, mut payload: web::Payload, mut decoder: RequestDecoder, limit: usize) {
+    let stream = sink.stream();
     loop {
         loop {
             match decoder.next_request() {
                 Ok(Some(request)) => {
-                    // `send` waits for the hub to take it: back-pressure on a
-                    // client that writes requests faster than the hub serves them.
-                    if hub.send(StreamRequest { stream, request }).await.is_err() {
+                    if !sink.send(request).await {
                         return;
                     }
                 }
@@ -200,7 +176,7 @@ async fn forward_requests(
             // the one sign of it a handler gets), so its stream goes too.
             Some(Err(e)) => {
                 tracing::debug!("watch stream {stream}: request body broke off ({e}); closing the stream");
-                hub.do_send(CloseStream { stream });
+                sink.close();
                 return;
             }
             None => return,
@@ -222,19 +198,16 @@ pub async fn watch(service: web::Data<ClientService>, mut payload: web::Payload)
     let First::Request(first) = first else {
         return HttpResponse::Ok().content_type("application/json").finish();
     };
-    let Ok(opened) = hub.send(OpenStream).await else {
-        return request_error(&RequestError::Stopped);
+    let mut session = match WatchSession::open(hub).await {
+        Ok(session) => session,
+        Err(e) => return request_error(&e),
     };
-    let stream = opened.id;
-    let mut guard = StreamGuard { hub: hub.clone(), stream, reader: None };
-    if hub.send(StreamRequest { stream, request: first }).await.is_err() {
-        return request_error(&RequestError::Stopped);
+    if let Err(e) = session.send(first).await {
+        return request_error(&e);
     }
-    guard.reader = Some(actix_rt::spawn(forward_requests(hub, stream, payload, decoder, limit)));
-    let body = futures::stream::unfold((opened.responses, guard), |(mut responses, guard)| async move {
-        let resp = responses.recv().await?;
-        Some((Ok::<_, actix_web::Error>(frame(&resp)), (responses, guard)))
-    });
+    let reader = actix_rt::spawn(forward_requests(session.sink(), payload, decoder, limit));
+    session.set_reader(reader.abort_handle());
+    let body = session.into_responses().map(|resp| Ok::<_, actix_web::Error>(frame(&resp)));
     HttpResponse::Ok().content_type("application/json").streaming(body)
 }
 

@@ -1,19 +1,21 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
-//! `KV` and `Maintenance.Status` are served; every other RPC of etcd's services
-//! is registered and answers `Unimplemented` with a "stead: ... is not implemented
-//! yet" text, never a fake success.
+//! `KV`, `Cluster`, `Watch` and `Maintenance.Status`/`MoveLeader` are served;
+//! every other RPC of etcd's services is registered and answers `Unimplemented`
+//! with a "stead: ... is not implemented yet" text, never a fake success.
 //!
 //! Owns decoding and encoding only (tonic does both); every request goes to the
 //! `ClientService`, and errors become etcd's code and text through
 //! `net::status`. It must never hold state of its own.
 
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::RequestError;
 use crate::net::status::grpc_status;
+use crate::net::watch_session::WatchSession;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::auth_server::{Auth, AuthServer};
 use crate::proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
@@ -41,8 +43,8 @@ pub fn routes(service: ClientService) -> Routes {
     }
     Routes::new(limited!(KvServer::new(KvApi { service: service.clone() })))
         .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service: service.clone() })))
+        .add_service(limited!(WatchServer::new(WatchApi { service: service.clone() })))
         .add_service(limited!(ClusterServer::new(ClusterApi { service })))
-        .add_service(limited!(WatchServer::new(NotServed)))
         .add_service(limited!(LeaseServer::new(NotServed)))
         .add_service(limited!(AuthServer::new(NotServed)))
 }
@@ -140,20 +142,59 @@ grpc_service! {
     }
 }
 
+/// `etcdserverpb.Watch`: one hub stream per call (`net::watch_session`, as the
+/// JSON gateway drives it). Each inbound `WatchRequest` goes to the hub in order;
+/// the hub's responses are the outbound stream. As etcd: the client closing its
+/// sending side (EOF) does not end the call (the watchers keep sending); the call
+/// ends when the client cancels it or goes away (tonic drops the outbound stream,
+/// which closes the hub stream), or when the inbound side breaks off.
+struct WatchApi {
+    service: ClientService,
+}
+
+#[tonic::async_trait]
+impl Watch for WatchApi {
+    type WatchStream = BoxStream<'static, Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let hub = self
+            .service
+            .watch()
+            .cloned()
+            .ok_or_else(|| grpc_status(&RequestError::NotImplemented("etcdserverpb.Watch/Watch")))?;
+        let mut session = WatchSession::open(hub).await.map_err(|e| grpc_status(&e))?;
+        let sink = session.sink();
+        let mut inbound = request.into_inner();
+        let reader = tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(request)) => {
+                        if !sink.send(request).await {
+                            return;
+                        }
+                    }
+                    // Half-closed: etcd's recvLoop returns quietly and the
+                    // stream goes on until the client cancels.
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!("watch stream {}: inbound broke off ({status}); closing it", sink.stream());
+                        sink.close();
+                        return;
+                    }
+                }
+            }
+        });
+        session.set_reader(reader.abort_handle());
+        Ok(Response::new(Box::pin(session.into_responses().map(Ok))))
+    }
+}
+
 /// The services stead does not serve yet: registered, so a client gets a clear
 /// `Unimplemented` naming the RPC rather than an anonymous "unknown service".
 struct NotServed;
-
-grpc_service! {
-    impl Watch for NotServed {
-        served {
-            type WatchStream = BoxStream<'static, Result<pb::WatchResponse, Status>>;
-        }
-        not_implemented("Watch") {
-            watch(Streaming<pb::WatchRequest>) -> Self::WatchStream = "Watch";
-        }
-    }
-}
 
 grpc_service! {
     impl Lease for NotServed {

@@ -24,6 +24,7 @@ use actix_service::{fn_factory, fn_service, map_config, IntoServiceFactory, Serv
 use actix_web::dev::AppConfig;
 use actix_web::{web, App};
 use tokio::sync::mpsc;
+use tonic::codegen::{http, http::Request, Service as TowerService};
 
 use crate::net::{gateway, grpc};
 use crate::service::ClientService;
@@ -158,9 +159,11 @@ fn spawn_grpc(service: ClientService, shutdown: GracefulShutdownSignal) -> mpsc:
     let incoming = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|stream| (Ok::<_, io::Error>(stream), rx))
     });
+    let metrics = service.metrics().clone();
     let routes = grpc::routes(service);
     actix_rt::spawn(async move {
         let served = tonic::transport::Server::builder()
+            .layer(tower_layer::layer_fn(move |inner| CountRpcs { inner, metrics: metrics.clone() }))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.notified().await })
             .await;
@@ -196,4 +199,49 @@ fn gateway_service(
             |_| AppConfig::default(),
         ))
         .tcp()
+}
+
+/// Counts etcd's unary gRPC calls in `grpc_server_{started,handled}_total`, as
+/// go-grpc-prometheus does for etcd: the code is the response's `grpc-status`
+/// header (tonic answers an error as a trailers-only response), `OK` without one.
+#[derive(Clone)]
+struct CountRpcs<S> {
+    inner: S,
+    metrics: crate::metrics::Metrics,
+}
+
+impl<S, B, R> TowerService<Request<B>> for CountRpcs<S>
+where
+    S: TowerService<Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let rpc = crate::metrics::etcd_unary_rpc(request.uri().path());
+        if let Some(rpc) = rpc {
+            self.metrics.rpc_started(rpc);
+        }
+        let metrics = self.metrics.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some(rpc) = rpc {
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0);
+                metrics.rpc_handled(rpc, crate::metrics::grpc_code_name(code));
+            }
+            Ok(response)
+        })
+    }
 }

@@ -6,3 +6,4 @@ pub mod grpc;
 pub mod listener;
 pub mod peer;
 pub mod status;
+pub mod watch_session;

@@ -6,15 +6,21 @@
 //! frames and writes them with async I/O. On any failure it drops the connection,
 //! reports [`Unreachable`] and reconnects with exponential backoff.
 //!
-//! [`SendSnapshot`] goes through the same queue, so a snapshot is written in order
-//! with the messages sent before and after it, as one snapshot frame of its own.
-//! Every `SendSnapshot` gets exactly one [`SnapshotSent`] answer: `ok: true` once
-//! the whole frame is written to the socket (not once the follower installed it:
-//! Raft learns that from the follower's next append response), `ok: false` if it
-//! was refused (larger than a frame may be, or another snapshot to the same member
-//! still queued) or dropped (link down, queue full, actor stopped). At most one
-//! snapshot is queued per link, so a slow member costs at most one dump of memory
-//! on top of its queued messages.
+//! [`SendSnapshot`] goes through the same queue, so a snapshot starts after the
+//! messages sent before it. The link then streams it as chunk frames (at most
+//! `snapshot_chunk_bytes` of dump each) and, before each chunk after the first,
+//! writes every message queued meanwhile: a heartbeat waits for one chunk, not
+//! for the whole dump. So messages sent after a snapshot may reach the member
+//! before the snapshot is complete (why that is safe: the module docs of
+//! `net::peer`). Every `SendSnapshot` gets exactly one [`SnapshotSent`] answer:
+//! `ok: true` once the last chunk is written to the socket (not once the follower
+//! installed it: Raft learns that from the follower's next append response),
+//! `ok: false` if it was refused (larger than `snapshot_bytes_max`, or another
+//! snapshot to the same member still in flight) or dropped (link down before or
+//! during the stream, queue full, actor stopped). At most one snapshot is in
+//! flight per link, so a slow member costs at most one dump of memory on top of
+//! its queued messages; a snapshot cut off by a broken link is not resumed (the
+//! next connection starts over, when Raft asks again).
 //!
 //! It must never block the event loop, never queue without bound, and never retry
 //! a message: while the link is down, messages are dropped and Raft retransmits
@@ -58,8 +64,9 @@ impl actix::Message for Unreachable {
 }
 
 /// A snapshot for this actor's remote member: the Raft `Snapshot` message and the
-/// state machine dump it carries, sent as one frame in order with the messages
-/// around it. Answered (later) by exactly one [`SnapshotSent`].
+/// state machine dump it carries, streamed in chunks after the messages sent
+/// before it (later messages may overtake its chunks). Answered (later) by
+/// exactly one [`SnapshotSent`].
 #[derive(Debug)]
 pub struct SendSnapshot {
     pub message: Message,
@@ -70,8 +77,8 @@ impl actix::Message for SendSnapshot {
     type Result = ();
 }
 
-/// The outcome of one [`SendSnapshot`] to member `to`: `ok` when the whole frame
-/// was written to the connection, otherwise it was refused or lost. The Raft actor
+/// The outcome of one [`SendSnapshot`] to member `to`: `ok` when every chunk was
+/// written to the connection, otherwise it was refused or lost. The Raft actor
 /// answers with `report_snapshot(to, ok)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotSent {
@@ -161,9 +168,9 @@ impl Drop for SnapshotOutcome {
     }
 }
 
-/// How long writing a snapshot frame of `bytes` may take: the write timeout once
-/// per started 8 MiB (a large dump on a modest link must not count as a dead peer,
-/// a stalled one still must).
+/// How long writing a snapshot chunk frame of `bytes` may take: the write timeout
+/// once per started 8 MiB (a large chunk on a modest link must not count as a
+/// dead peer, a stalled one still must).
 fn snapshot_write_timeout(limits: &PeerLimits, bytes: usize) -> Duration {
     const PER_BYTES: usize = 8 * 1024 * 1024;
     let factor = u32::try_from(1 + bytes / PER_BYTES).unwrap_or(u32::MAX);
@@ -277,14 +284,14 @@ impl Handler<SendSnapshot> for PeerActor {
                 ok: false,
             })
         };
-        let max_bytes = self.link.limits.frame_bytes_max;
-        if msg.data.len() > max_bytes as usize {
+        let max_bytes = self.link.limits.snapshot_bytes_max;
+        if u64::try_from(msg.data.len()).map_or(true, |len| len > max_bytes) {
             tracing::error!(
                 remote = format!("{remote:x}"),
                 snapshot_bytes = msg.data.len(),
-                frame_bytes_max = max_bytes,
-                "snapshot larger than a peer frame may be: not sent (chunked snapshot \
-                 transfer is not implemented); the member cannot catch up this way"
+                snapshot_bytes_max = max_bytes,
+                "snapshot larger than snapshot_bytes_max: not sent; the member cannot \
+                 catch up this way"
             );
             refuse(&self.snapshot_sent);
             return;
@@ -292,7 +299,7 @@ impl Handler<SendSnapshot> for PeerActor {
         if self.snapshot_in_flight.swap(true, Ordering::SeqCst) {
             tracing::warn!(
                 remote = format!("{remote:x}"),
-                "a snapshot to this member is still queued: refusing another"
+                "a snapshot to this member is still in flight: refusing another"
             );
             refuse(&self.snapshot_sent);
             return;
@@ -461,7 +468,8 @@ async fn write_with_timeout<W: AsyncWriteExt + Unpin>(
 
 /// Sends queued items on a connected link until it fails or the queue closes.
 /// Each message frame takes every message queued at that moment (up to the frame
-/// limits) up to the next snapshot, which then gets a frame of its own.
+/// limits) up to the next snapshot, which then starts streaming: its first chunk
+/// at once, and each next chunk after whatever messages were queued meanwhile.
 async fn serve_link(
     stream: TcpStream,
     queue: &mut mpsc::Receiver<Outbound>,
@@ -472,7 +480,39 @@ async fn serve_link(
     // A snapshot met while batching messages: it goes next, after the batch.
     // Dropped (and so reported as failed) if the link fails first.
     let mut held: Option<Outbound> = None;
+    // The snapshot being streamed, if any. Dropped (reported as failed) with the
+    // link if it fails mid-stream.
+    let mut streaming: Option<StreamingSnapshot> = None;
     loop {
+        if let Some(snapshot) = streaming.as_mut() {
+            // Messages first: what was queued while the last chunk was written.
+            // (No other snapshot can be queued while this one is in flight; were
+            // one there, it would wait in `held`, and the messages behind it
+            // with it.)
+            let mut batch = Vec::new();
+            while held.is_none() && batch.len() < limits.frame_messages_max {
+                match queue.try_recv() {
+                    Ok(Outbound::Message(m)) => batch.push(m),
+                    Ok(other @ Outbound::Snapshot(_)) => held = Some(other),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                if let Err(error) = write_batch(&mut writer, batch, limits).await {
+                    return LinkEnd::Failed(error);
+                }
+            }
+            match snapshot.write_next_chunk(&mut writer, limits).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Some(done) = streaming.take() {
+                        done.finish();
+                    }
+                }
+                Err(error) => return LinkEnd::Failed(error),
+            }
+            continue;
+        }
         let first = match held.take() {
             Some(item) => item,
             None => tokio::select! {
@@ -488,7 +528,22 @@ async fn serve_link(
             },
         };
         let result = match first {
-            Outbound::Snapshot(snapshot) => write_snapshot(&mut writer, snapshot, limits).await,
+            // The first chunk goes at once, before any message queued after the
+            // snapshot; from the second on, such messages may go first.
+            Outbound::Snapshot(snapshot) => match StreamingSnapshot::start(snapshot, limits) {
+                None => Ok(()),
+                Some(mut snapshot) => match snapshot.write_next_chunk(&mut writer, limits).await {
+                    Ok(true) => {
+                        snapshot.finish();
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        streaming = Some(snapshot);
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                },
+            },
             Outbound::Message(first) => {
                 let mut batch = vec![first];
                 while batch.len() < limits.frame_messages_max {
@@ -510,48 +565,88 @@ async fn serve_link(
     }
 }
 
-/// Writes one snapshot frame and reports the outcome. A snapshot too large for a
-/// frame is refused (reported, logged) and the link carries on; a failed write
-/// ends the link (and reports the snapshot failed).
-async fn write_snapshot(
-    writer: &mut OwnedWriteHalf,
-    snapshot: PendingSnapshot,
-    limits: &PeerLimits,
-) -> Result<(), PeerError> {
-    let PendingSnapshot {
-        message,
-        data,
-        outcome,
-    } = snapshot;
-    let data_bytes = data.len();
-    let bytes = match codec::encode_snapshot(&message, data, limits.frame_bytes_max) {
-        Ok(bytes) => bytes,
-        Err(PeerError::FrameTooLarge {
-            len_bytes,
-            max_bytes,
-        }) => {
+/// A snapshot being streamed on a link: the dump, how much of it is written, and
+/// the outcome to report once all of it is (dropping it reports a failure).
+struct StreamingSnapshot {
+    message: Message,
+    data: Vec<u8>,
+    /// Dump bytes already written.
+    written: usize,
+    /// Dump bytes per chunk: `snapshot_chunk_bytes`, less if the frame limit
+    /// demands it. At least 1.
+    chunk_bytes: usize,
+    chunks_written: u64,
+    outcome: SnapshotOutcome,
+}
+
+impl StreamingSnapshot {
+    /// Sizes the chunks. `None` (after reporting the failure) when not even one
+    /// dump byte fits a frame next to the chunk's header: a misconfigured
+    /// `frame_bytes_max`, since a handshake fits.
+    fn start(snapshot: PendingSnapshot, limits: &PeerLimits) -> Option<StreamingSnapshot> {
+        let PendingSnapshot {
+            message,
+            data,
+            outcome,
+        } = snapshot;
+        // The first chunk's header (with the message) is the larger.
+        let room = codec::snapshot_chunk_overhead(Some(&message))
+            .ok()
+            .and_then(|overhead| limits.frame_bytes_max.checked_sub(overhead))
+            .filter(|&room| room > 0);
+        let Some(room) = room else {
             tracing::error!(
                 to = format!("{:x}", message.to),
-                snapshot_bytes = data_bytes,
-                len_bytes,
-                max_bytes,
-                "snapshot frame larger than a peer frame may be: not sent (chunked \
-                 snapshot transfer is not implemented)"
+                frame_bytes_max = limits.frame_bytes_max,
+                "no snapshot chunk fits a peer frame: snapshot not sent"
             );
             outcome.report(false);
-            return Ok(());
-        }
-        Err(other) => return Err(other),
-    };
-    let timeout = snapshot_write_timeout(limits, bytes.len());
-    write_with_timeout(writer, &bytes, timeout).await?;
-    tracing::info!(
-        to = format!("{:x}", message.to),
-        frame_bytes = bytes.len(),
-        "snapshot sent"
-    );
-    outcome.report(true);
-    Ok(())
+            return None;
+        };
+        let chunk_bytes = limits.snapshot_chunk_bytes.min(room) as usize;
+        Some(StreamingSnapshot {
+            message,
+            data,
+            written: 0,
+            chunk_bytes,
+            chunks_written: 0,
+            outcome,
+        })
+    }
+
+    /// Writes the next chunk; `Ok(true)` once the last one is written. An empty
+    /// dump is one empty chunk.
+    async fn write_next_chunk(
+        &mut self,
+        writer: &mut OwnedWriteHalf,
+        limits: &PeerLimits,
+    ) -> Result<bool, PeerError> {
+        let end = self.data.len().min(self.written + self.chunk_bytes);
+        let data = &self.data[self.written..end];
+        let first = self.written == 0;
+        let bytes = codec::encode_snapshot_chunk(
+            first.then_some(&self.message),
+            self.written as u64,
+            self.data.len() as u64,
+            data,
+            limits.frame_bytes_max,
+        )?;
+        let timeout = snapshot_write_timeout(limits, bytes.len());
+        write_with_timeout(writer, &bytes, timeout).await?;
+        self.written = end;
+        self.chunks_written += 1;
+        Ok(self.written == self.data.len())
+    }
+
+    fn finish(self) {
+        tracing::info!(
+            to = format!("{:x}", self.message.to),
+            snapshot_bytes = self.data.len(),
+            chunks = self.chunks_written,
+            "snapshot sent"
+        );
+        self.outcome.report(true);
+    }
 }
 
 fn closed_reason(read: std::io::Result<usize>) -> PeerError {

@@ -18,11 +18,18 @@
 //!
 //! - tag 0, the handshake (the first frame of every connection);
 //! - tag 1, a batch of Raft messages;
-//! - tag 2, a snapshot: one Raft message (the `Snapshot` one) and the state
-//!   machine dump it stands for, as one byte string. The whole dump is in the one
-//!   frame, so it is bounded by `frame_bytes_max` like every frame (at most
-//!   [`FRAME_BYTES_CEILING`], 64 MiB, which is also the default). Chunked transfer
-//!   of larger dumps is future work.
+//! - tag 2, a whole snapshot in one frame: one Raft message (the `Snapshot` one)
+//!   and the state machine dump it stands for, as one byte string, bounded by
+//!   `frame_bytes_max` like every frame. This version no longer sends it (it
+//!   sends tag 3) but still accepts it, from members that predate chunking;
+//! - tag 3, one chunk of a snapshot: `message` (an `Option`: present in the
+//!   first chunk only, which is the one at `offset` 0), `offset` and `total`
+//!   (u64 varints: where this chunk's bytes go in the dump, and the dump's whole
+//!   length, repeated in every chunk), and `data` (a byte string). A snapshot is
+//!   the chunks `offset` 0, `0 + len₀`, … up to `total`, in that order on one
+//!   connection, possibly with message frames between them; an empty dump is
+//!   one chunk with `total` 0. The codec checks only the layout; the listener
+//!   checks the sequence (see its docs).
 //!
 //! A length above the receiver's `frame_bytes_max` is refused from the 8-byte
 //! header alone, before any buffer is allocated.
@@ -34,8 +41,10 @@
 //! the end keeps the version (an older member that receives it refuses the frame
 //! as undecodable and drops the connection, which the sender sees as a lost link;
 //! it never misreads it), and any other change bumps the version. The snapshot
-//! frame (tag 2) was added that way, without a bump, so members with and without
-//! it still exchange messages during a rolling upgrade. `WireFrame::Handshake`
+//! frame (tag 2) and the snapshot chunk frame (tag 3) were added that way, without
+//! a bump, so members with and without them still exchange messages during a
+//! rolling upgrade (though a member without tag 3 cannot receive a snapshot from
+//! one that sends it: it drops the connection, and the leader retries later). `WireFrame::Handshake`
 //! stays variant 0 with its field layout fixed forever, so every version can read
 //! (and refuse) every other version's handshake.
 //!
@@ -107,6 +116,14 @@ pub enum Frame {
         message: Message,
         data: Vec<u8>,
     },
+    /// One chunk of a snapshot: `data` goes at `offset` in a dump of `total`
+    /// bytes. `message` is present in the first chunk (offset 0) only.
+    SnapshotChunk {
+        message: Option<Message>,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
 }
 
 /// A parsed frame header: the payload length is already checked against the limit.
@@ -128,12 +145,62 @@ pub fn encode_frame(frame: &Frame, frame_bytes_max: u32) -> Result<Vec<u8>, Peer
         Frame::Snapshot { message, data } => {
             encode_snapshot(message, data.clone(), frame_bytes_max)
         }
+        Frame::SnapshotChunk {
+            message,
+            offset,
+            total,
+            data,
+        } => encode_snapshot_chunk(message.as_ref(), *offset, *total, data, frame_bytes_max),
     }
 }
 
-/// Encodes a snapshot frame, taking the dump by value so it is not copied twice
-/// (a dump may be tens of MiB). A dump longer than `frame_bytes_max` is refused
-/// with `FrameTooLarge` before anything is encoded.
+/// The most bytes of a snapshot chunk frame's payload that are not dump data,
+/// for a chunk carrying `message` (or none): the tag, the message, worst-case
+/// `offset` / `total` varints and the data's length prefix. A chunk of
+/// `frame_bytes_max - snapshot_chunk_overhead(..)` data bytes always fits a frame.
+pub fn snapshot_chunk_overhead(message: Option<&Message>) -> Result<u32, PeerError> {
+    let wire = WireFrame::SnapshotChunk {
+        message: message.map(WireMessage::from),
+        offset: u64::MAX,
+        total: u64::MAX,
+        data: WireBytes(Vec::new()),
+    };
+    let bytes = bincode::encode_to_vec(&wire, wire_config())
+        .map_err(|e| PeerError::Encode(e.to_string()))?;
+    // The empty data's length prefix took 1 byte; a u64 varint takes at most 9.
+    u32::try_from(bytes.len() + 8).map_err(|_| PeerError::Encode("message too large".into()))
+}
+
+/// Encodes one snapshot chunk frame (tag 3, see the module docs). `data` is
+/// copied once; a chunk is small next to the dump it comes from.
+pub fn encode_snapshot_chunk(
+    message: Option<&Message>,
+    offset: u64,
+    total: u64,
+    data: &[u8],
+    frame_bytes_max: u32,
+) -> Result<Vec<u8>, PeerError> {
+    if data.len() > frame_bytes_max as usize {
+        return Err(PeerError::FrameTooLarge {
+            len_bytes: u64::try_from(data.len()).unwrap_or(u64::MAX),
+            max_bytes: frame_bytes_max,
+        });
+    }
+    let capacity = FRAME_HEADER_BYTES + data.len() + 256;
+    let wire = WireFrame::SnapshotChunk {
+        message: message.map(WireMessage::from),
+        offset,
+        total,
+        data: WireBytes(data.to_vec()),
+    };
+    encode_wire_with_capacity(&wire, frame_bytes_max, capacity)
+}
+
+/// Encodes a whole-snapshot frame (tag 2), taking the dump by value so it is not
+/// copied twice. A dump longer than `frame_bytes_max` is refused with
+/// `FrameTooLarge` before anything is encoded. This version sends snapshots in
+/// chunks ([`encode_snapshot_chunk`]); this stays for tests of the receiving side,
+/// which still accepts tag 2 from older members.
 pub fn encode_snapshot(
     message: &Message,
     data: Vec<u8>,
@@ -308,6 +375,13 @@ enum WireFrame {
     /// Appended without a version bump (see the module docs).
     Snapshot {
         message: WireMessage,
+        data: WireBytes,
+    },
+    /// Appended without a version bump (see the module docs).
+    SnapshotChunk {
+        message: Option<WireMessage>,
+        offset: u64,
+        total: u64,
         data: WireBytes,
     },
 }
@@ -509,6 +583,17 @@ impl From<WireFrame> for Frame {
             }
             WireFrame::Snapshot { message, data } => Frame::Snapshot {
                 message: Message::from(message),
+                data: data.0,
+            },
+            WireFrame::SnapshotChunk {
+                message,
+                offset,
+                total,
+                data,
+            } => Frame::SnapshotChunk {
+                message: message.map(Message::from),
+                offset,
+                total,
                 data: data.0,
             },
         }
@@ -1070,6 +1155,151 @@ mod tests {
             decode_frame(&frame_with_valid_crc(&payload), MAX),
             Err(PeerError::Undecodable(_))
         ));
+    }
+
+    fn chunk_frame(first: bool, offset: u64, total: u64, data_bytes: usize) -> Frame {
+        Frame::SnapshotChunk {
+            message: first.then(snapshot_message),
+            offset,
+            total,
+            data: (0..data_bytes).map(|i| (i * 13 % 251) as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn snapshot_chunk_frames_round_trip() {
+        for frame in [
+            chunk_frame(true, 0, 0, 0),
+            chunk_frame(true, 0, 5 * 1024 * 1024, 64 * 1024),
+            chunk_frame(false, 64 * 1024, 5 * 1024 * 1024, 64 * 1024),
+            chunk_frame(false, 1, 2, 1),
+            chunk_frame(false, u64::MAX - 1, u64::MAX, 1),
+            // The codec checks the layout only; the sequence is the listener's.
+            chunk_frame(true, 7, 3, 10),
+        ] {
+            let bytes = encode_frame(&frame, MAX).expect("encode");
+            let (decoded, used) = decode_frame(&bytes, MAX).expect("decode");
+            assert_eq!(used, bytes.len());
+            assert_eq!(decoded, frame);
+        }
+    }
+
+    #[test]
+    fn snapshot_chunk_frame_is_tag_3() {
+        let bytes = encode_frame(&chunk_frame(false, 1, 2, 1), MAX).expect("encode");
+        assert_eq!(bytes[FRAME_HEADER_BYTES], 3);
+    }
+
+    #[test]
+    fn snapshot_chunk_frame_corrupt_cut_or_forged_is_refused() {
+        let bytes = encode_frame(&chunk_frame(true, 0, 4000, 1000), MAX).expect("encode");
+        for at in [FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + 2, bytes.len() - 1] {
+            let mut corrupt = bytes.clone();
+            corrupt[at] ^= 0x04;
+            assert!(
+                matches!(
+                    decode_frame(&corrupt, MAX),
+                    Err(PeerError::ChecksumMismatch { .. })
+                ),
+                "flip at {at}"
+            );
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    decode_frame(&bytes[..cut], MAX),
+                    Err(PeerError::Truncated { .. })
+                ),
+                "cut at {cut}"
+            );
+        }
+        // Tag 3, no message, offset 0, total 1, then a data length of 2^40.
+        let mut forged = vec![3u8, 0, 0, 1, 0xfd];
+        forged.extend((1u64 << 40).to_le_bytes());
+        // An option tag that is neither 0 nor 1.
+        let bad_option = vec![3u8, 2, 0, 1, 1, 9];
+        // Truncated inside the fields.
+        let short = vec![3u8, 0, 0xfd, 1];
+        for payload in [forged, bad_option, short] {
+            assert!(
+                matches!(
+                    decode_frame(&frame_with_valid_crc(&payload), MAX),
+                    Err(PeerError::Undecodable(_))
+                ),
+                "payload {payload:?}"
+            );
+        }
+        // A well-formed chunk with a byte after it.
+        let mut payload = bytes[FRAME_HEADER_BYTES..].to_vec();
+        payload.push(0);
+        assert!(matches!(
+            decode_frame(&frame_with_valid_crc(&payload), MAX),
+            Err(PeerError::TrailingBytes { trailing_bytes: 1 })
+        ));
+    }
+
+    #[test]
+    fn a_chunk_sized_by_the_overhead_fits_its_frame_at_worst() {
+        let limit = 4096;
+        for message in [None, Some(snapshot_message())] {
+            let overhead = snapshot_chunk_overhead(message.as_ref()).expect("overhead");
+            let data = vec![0xab; (limit - overhead) as usize];
+            // Worst-case offset and total varints: still fits, and the overhead
+            // is tight (it allows 9 bytes for the data's length prefix, which
+            // takes 3 here).
+            let bytes = encode_snapshot_chunk(message.as_ref(), u64::MAX, u64::MAX, &data, limit)
+                .expect("fits");
+            let payload = bytes.len() - FRAME_HEADER_BYTES;
+            assert!(payload <= limit as usize);
+            assert_eq!(payload, limit as usize - 6);
+            let (decoded, _) = decode_frame(&bytes, limit).expect("decode");
+            assert_eq!(
+                decoded,
+                Frame::SnapshotChunk {
+                    message: message.clone(),
+                    offset: u64::MAX,
+                    total: u64::MAX,
+                    data,
+                }
+            );
+            // Past the limit: refused, before or after encoding.
+            let over = vec![0xab; limit as usize];
+            assert!(matches!(
+                encode_snapshot_chunk(message.as_ref(), 0, 1, &over, limit),
+                Err(PeerError::FrameTooLarge { .. })
+            ));
+            let over = vec![0xab; limit as usize + 1];
+            assert!(matches!(
+                encode_snapshot_chunk(message.as_ref(), 0, 1, &over, limit),
+                Err(PeerError::FrameTooLarge { .. })
+            ));
+        }
+    }
+
+    #[actix_rt::test]
+    async fn read_frame_reads_chunks_between_message_frames() {
+        let mut bytes = Vec::new();
+        let chunks = [
+            chunk_frame(true, 0, 150_000, 70_000),
+            chunk_frame(false, 70_000, 150_000, 70_000),
+            chunk_frame(false, 140_000, 150_000, 10_000),
+        ];
+        for chunk in &chunks {
+            bytes.extend(encode_frame(chunk, MAX).expect("encode"));
+            bytes.extend(encoded_batch());
+        }
+        let mut reader = &bytes[..];
+        let mut buf = Vec::new();
+        for chunk in chunks {
+            let got = read_frame(&mut reader, MAX, &mut buf).await.expect("chunk");
+            assert_eq!(got, Some(chunk));
+            let got = read_frame(&mut reader, MAX, &mut buf).await.expect("batch");
+            assert_eq!(got, Some(Frame::Messages(every_message_kind())));
+        }
+        assert_eq!(
+            read_frame(&mut reader, MAX, &mut buf).await.expect("eof"),
+            None
+        );
     }
 
     #[actix_rt::test]

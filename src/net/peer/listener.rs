@@ -4,16 +4,37 @@
 //! must open with a handshake naming this cluster, a known member as sender and
 //! this member as receiver; then every frame it sends is decoded and its messages
 //! delivered, in order, as one [`InboundMessages`] per message frame and one
-//! [`InboundSnapshot`] per snapshot frame. Each delivery is awaited until handled
-//! before the next frame is read, so the two kinds reach the Raft actor in the
-//! order they were sent even though they go to different recipients.
+//! [`InboundSnapshot`] per completed snapshot. Each delivery is awaited until
+//! handled before the next frame is read, so the two kinds reach the Raft actor in
+//! the order they were completed even though they go to different recipients.
+//!
+//! # Snapshot reassembly
+//!
+//! A snapshot arrives as chunk frames (codec tag 3), possibly with message frames
+//! between them, which are delivered as they come. Each connection reassembles at
+//! most one snapshot at a time: a first chunk (offset 0, carrying the message
+//! from the handshaken sender to this member, `total` at most
+//! `snapshot_bytes_max`) starts it, and each next chunk must continue it exactly
+//! (same `total`, `offset` = bytes received so far, not past `total`, no
+//! message). The buffer grows as chunks arrive, never past `total` and never
+//! ahead of what has arrived by more than it already holds, so a forged `total`
+//! costs nothing. Once `total` bytes are in, the snapshot is delivered, once.
+//! Anything else (a gap, an overlap, a changed `total`, a continuation with no
+//! snapshot started, a new start while one is incomplete) drops the partial
+//! snapshot with a warning, and the chunks that continue a dropped one are
+//! ignored until the next start; the connection itself stays up (the frames were
+//! well-formed). The sender is not told (the listener never writes): it reported
+//! `ok` once it had written every chunk, and the leader's Raft core sends another
+//! snapshot when the follower still needs one. A connection that ends discards
+//! its partial snapshot. A whole-snapshot frame (tag 2, from a member predating
+//! chunking) is still accepted, and counts as a new start.
 //!
 //! It must never write to a connection (the sender reads only to notice closure),
 //! never step a message itself (that is the Raft actor's job), never deliver a
 //! message addressed to another member or claiming another sender, and never
-//! buffer more than one frame per connection: delivery waits for room in the
-//! recipient's mailbox, and while it waits the connection is not read (TCP pushes
-//! back on the sender).
+//! buffer more than one frame plus one partial snapshot per connection: delivery
+//! waits for room in the recipient's mailbox, and while it waits the connection
+//! is not read (TCP pushes back on the sender).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -251,14 +272,14 @@ async fn serve_connection(
     .map_err(|_| HandshakeRefusal::Timeout(limits.handshake_timeout))??;
     let handshake = match first {
         Some(Frame::Handshake(handshake)) => handshake,
-        Some(Frame::Messages(_) | Frame::Snapshot { .. }) => {
-            return Err(HandshakeRefusal::NotAHandshake.into())
-        }
+        Some(_) => return Err(HandshakeRefusal::NotAHandshake.into()),
         None => return Ok(()),
     };
     check_handshake(&handshake, shared.cluster_id, local, &members.borrow())?;
     let remote = handshake.from;
-    tracing::info!(remote = format!("{remote:x}"), "peer connection accepted");
+    let remote_hex = format!("{remote:x}");
+    tracing::info!(remote = remote_hex, "peer connection accepted");
+    let mut reassembly = Reassembly::Idle;
 
     loop {
         let Some(frame) = codec::read_frame(&mut stream, limits.frame_bytes_max, &mut buf).await?
@@ -278,8 +299,44 @@ async fn serve_connection(
                 still_a_member()?;
                 messages
             }
+            Frame::SnapshotChunk {
+                message,
+                offset,
+                total,
+                data,
+            } => {
+                still_a_member()?;
+                let chunk = Chunk {
+                    message,
+                    offset,
+                    total,
+                    data,
+                };
+                let complete = reassembly.accept(chunk, local, remote, limits);
+                let Some((message, data)) = complete.unwrap_or_else(|why| {
+                    tracing::warn!(remote = remote_hex, "dropping a peer snapshot: {why}");
+                    None
+                }) else {
+                    continue;
+                };
+                tracing::info!(
+                    remote = remote_hex,
+                    snapshot_bytes = data.len(),
+                    "snapshot received"
+                );
+                // As for messages: waits until handled, so order is kept.
+                shared
+                    .deliver_snapshot
+                    .send(InboundSnapshot { message, data })
+                    .await
+                    .map_err(|_| PeerError::RecipientGone)?;
+                continue;
+            }
             Frame::Snapshot { message, data } => {
                 still_a_member()?;
+                if let Err(why) = reassembly.start_whole() {
+                    tracing::warn!(remote = remote_hex, "dropping a peer snapshot: {why}");
+                }
                 if message.to != local || message.from != remote {
                     tracing::warn!(
                         remote = format!("{remote:x}"),
@@ -330,6 +387,169 @@ async fn serve_connection(
     }
 }
 
+/// One snapshot chunk frame, as decoded.
+#[derive(Debug)]
+struct Chunk {
+    message: Option<Message>,
+    offset: u64,
+    total: u64,
+    data: Vec<u8>,
+}
+
+/// A connection's snapshot reassembly (see the module docs).
+#[derive(Debug)]
+enum Reassembly {
+    /// No snapshot started, or the last one was delivered.
+    Idle,
+    Receiving {
+        message: Message,
+        total: u64,
+        /// The bytes received so far, `offset` 0 onwards.
+        data: Vec<u8>,
+    },
+    /// The snapshot in progress was dropped: its remaining chunks are ignored
+    /// (quietly: one warning per dropped snapshot) until the next start.
+    Discarding,
+}
+
+impl Reassembly {
+    /// Takes one chunk. `Ok(Some(..))` when it completed a snapshot (the state is
+    /// then `Idle`), `Ok(None)` when more is to come or the chunk continues a
+    /// dropped snapshot, `Err(why)` when it made this call drop a snapshot.
+    fn accept(
+        &mut self,
+        chunk: Chunk,
+        local: NodeId,
+        remote: NodeId,
+        limits: &PeerLimits,
+    ) -> Result<Option<(Message, Vec<u8>)>, String> {
+        let state = std::mem::replace(self, Reassembly::Discarding);
+        let Chunk {
+            message,
+            offset,
+            total,
+            data: bytes,
+        } = chunk;
+        let chunk_bytes = bytes.len() as u64;
+        let (message, total, mut data) = match (message, state) {
+            (Some(message), previous) => {
+                if let Reassembly::Receiving { total, data, .. } = previous {
+                    tracing::warn!(
+                        remote = format!("{remote:x}"),
+                        received_bytes = data.len(),
+                        total_bytes = total,
+                        "a new peer snapshot started before the last one was complete: \
+                         dropping the incomplete one"
+                    );
+                }
+                if offset != 0 {
+                    return Err(format!("first chunk at offset {offset}, not 0"));
+                }
+                if message.to != local || message.from != remote {
+                    return Err(format!(
+                        "from {:x} to {:x}, not from the handshaken sender to this member",
+                        message.from, message.to
+                    ));
+                }
+                if total > limits.snapshot_bytes_max || usize::try_from(total).is_err() {
+                    return Err(format!(
+                        "{total} bytes announced, over snapshot_bytes_max of {}",
+                        limits.snapshot_bytes_max
+                    ));
+                }
+                if chunk_bytes > total {
+                    return Err(format!(
+                        "first chunk of {chunk_bytes} bytes in a snapshot of {total}"
+                    ));
+                }
+                // The first chunk's own buffer becomes the snapshot's: no copy.
+                (message, total, Vec::new())
+            }
+            (
+                None,
+                Reassembly::Receiving {
+                    message,
+                    total: expected_total,
+                    data,
+                },
+            ) => {
+                let received = data.len() as u64;
+                if total != expected_total {
+                    return Err(format!(
+                        "chunk says {total} bytes in all, the first said {expected_total}"
+                    ));
+                }
+                if offset != received {
+                    return Err(format!(
+                        "chunk at offset {offset} after {received} bytes received ({})",
+                        if offset > received {
+                            "a gap"
+                        } else {
+                            "an overlap"
+                        }
+                    ));
+                }
+                if chunk_bytes > total - received {
+                    return Err(format!(
+                        "chunk of {chunk_bytes} bytes at {offset} runs past the total of {total}"
+                    ));
+                }
+                (message, total, data)
+            }
+            (None, Reassembly::Idle) => {
+                return Err(format!(
+                    "a chunk at offset {offset} with no snapshot started"
+                ))
+            }
+            // The rest of a dropped snapshot: already warned about.
+            (None, Reassembly::Discarding) => return Ok(None),
+        };
+        if data.is_empty() {
+            data = bytes;
+        } else {
+            grow_for(&mut data, bytes.len(), total);
+            data.extend_from_slice(&bytes);
+        }
+        if data.len() as u64 == total {
+            *self = Reassembly::Idle;
+            return Ok(Some((message, data)));
+        }
+        *self = Reassembly::Receiving {
+            message,
+            total,
+            data,
+        };
+        Ok(None)
+    }
+
+    /// A whole-snapshot frame arrived: it ends any partial snapshot (`Err` with
+    /// why if there was one).
+    fn start_whole(&mut self) -> Result<(), String> {
+        match std::mem::replace(self, Reassembly::Idle) {
+            Reassembly::Receiving { total, data, .. } => Err(format!(
+                "a whole snapshot arrived after {} of {total} bytes of a chunked one",
+                data.len()
+            )),
+            Reassembly::Idle | Reassembly::Discarding => Ok(()),
+        }
+    }
+}
+
+/// Makes room in `data` for `more` bytes, growing by doubling (amortized) but
+/// never past `total`: a snapshot's buffer is at most twice what has arrived and
+/// never more than it announced.
+fn grow_for(data: &mut Vec<u8>, more: usize, total: u64) {
+    let needed = data.len() + more;
+    if needed <= data.capacity() {
+        return;
+    }
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let target = needed
+        .max(data.capacity().saturating_mul(2))
+        .min(total.max(needed));
+    data.reserve_exact(target - data.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +565,76 @@ mod tests {
 
     fn members() -> HashSet<NodeId> {
         [1, 2, 3].into_iter().collect()
+    }
+
+    fn snapshot_to_me(from: NodeId) -> Message {
+        Message {
+            from,
+            to: 1,
+            term: 1,
+            body: crate::raft::MessageBody::Heartbeat { commit: 0, ctx: 0 },
+        }
+    }
+
+    #[test]
+    fn reassembly_grows_with_the_chunks_never_past_the_total() {
+        let limits = PeerLimits::default();
+        let total = 1_000_000u64;
+        let mut r = Reassembly::Idle;
+        let mut expected = Vec::new();
+        let mut offset = 0u64;
+        let mut first = true;
+        while offset < total {
+            let len = (total - offset).min(64 * 1024) as usize;
+            let data: Vec<u8> = (0..len).map(|i| (offset as usize + i) as u8).collect();
+            expected.extend_from_slice(&data);
+            let chunk = Chunk {
+                message: first.then(|| snapshot_to_me(2)),
+                offset,
+                total,
+                data,
+            };
+            first = false;
+            offset += len as u64;
+            let done = r.accept(chunk, 1, 2, &limits).expect("in sequence");
+            match &r {
+                Reassembly::Receiving { data, .. } => {
+                    assert!(done.is_none());
+                    assert!(data.capacity() as u64 <= total, "never past the total");
+                    assert!(
+                        data.capacity() <= 2 * data.len(),
+                        "never far ahead of arrivals"
+                    );
+                }
+                Reassembly::Idle => {
+                    let (message, data) = done.expect("complete");
+                    assert_eq!(message, snapshot_to_me(2));
+                    assert!(data == expected);
+                    assert_eq!(offset, total);
+                }
+                Reassembly::Discarding => panic!("dropped"),
+            }
+        }
+        // An empty snapshot completes with its only chunk.
+        let empty = Chunk {
+            message: Some(snapshot_to_me(2)),
+            offset: 0,
+            total: 0,
+            data: Vec::new(),
+        };
+        assert_eq!(
+            r.accept(empty, 1, 2, &limits).expect("fine"),
+            Some((snapshot_to_me(2), Vec::new()))
+        );
+        // A start over snapshot_bytes_max allocates nothing and is refused.
+        let huge = Chunk {
+            message: Some(snapshot_to_me(2)),
+            offset: 0,
+            total: limits.snapshot_bytes_max + 1,
+            data: vec![0; 10],
+        };
+        assert!(r.accept(huge, 1, 2, &limits).is_err());
+        assert!(matches!(r, Reassembly::Discarding));
     }
 
     #[test]

@@ -13,22 +13,40 @@
 //!
 //! Every queue and buffer here is bounded by [`PeerLimits`]: a slow or dead peer
 //! costs at most `queue_messages_max` queued messages (and one queued snapshot),
-//! and a corrupt or hostile frame costs at most `frame_bytes_max` bytes of buffer
-//! before it is refused.
+//! a corrupt or hostile frame costs at most `frame_bytes_max` bytes of buffer
+//! before it is refused, and a snapshot being received costs at most the bytes
+//! of it that have arrived (never more than `snapshot_bytes_max`).
 //!
 //! # Snapshots
 //!
 //! A follower behind the leader's compacted log needs the leader's whole state
-//! machine. The transport carries it as ONE snapshot frame holding the Raft
-//! `Snapshot` message and the dump ([`SendSnapshot`] on the sending side, in order
-//! with the messages around it on the same link; [`InboundSnapshot`] on the
-//! receiving side). Each `SendSnapshot` is answered by one [`SnapshotSent`]
-//! (`ok` once the frame is written; not `ok` when refused or lost), which the Raft
-//! actor reports to its core. A dump must fit one frame: at most
-//! `frame_bytes_max` (the 64 MiB [`codec::FRAME_BYTES_CEILING`] by default); a
-//! larger one is refused on the sending side with an error log. Streaming larger
-//! dumps in chunks (and on a connection of their own, so a big snapshot does not
-//! hold back heartbeats behind it) is future work.
+//! machine: the Raft `Snapshot` message plus the dump ([`SendSnapshot`] on the
+//! sending side, [`InboundSnapshot`] on the receiving side). The dump streams
+//! in chunks of `snapshot_chunk_bytes` (1 MiB by default), each a frame of its own
+//! (codec tag 3; the message rides in the first chunk), on the link's one
+//! connection. Between two chunks the link writes whatever Raft messages are
+//! queued, so heartbeats and appends wait for at most one chunk, not for the
+//! whole dump (a big dump must not cost the leader its followers' acks, and with
+//! them check-quorum). A dump is at most `snapshot_bytes_max` (1 GiB by
+//! default); a larger one is refused on the sending side with an error log.
+//!
+//! Order: messages queued *before* a `SendSnapshot` are written before its first
+//! chunk; messages queued *after* it may overtake its later chunks, and so reach
+//! the Raft actor before the snapshot. That is safe: the listener delivers the
+//! snapshot only once it is complete (the Raft actor installs it, then steps the
+//! message), and until then the follower's core judges the overtaking messages
+//! against its old log like any others: a heartbeat or an append that does not
+//! match is rejected (the leader learns nothing wrong: its progress for the
+//! follower is in snapshot state until the snapshot's outcome, and a rejection
+//! only moves it back to probing), one that matches is simply accepted. Raft
+//! never depends on the transport's order for safety, only for efficiency.
+//!
+//! Each `SendSnapshot` is answered by one [`SnapshotSent`], which the Raft actor
+//! reports to its core: `ok` once every chunk is written to the socket, not `ok`
+//! when refused or lost (link down mid-stream, queue full, actor stopped). `ok`
+//! does not mean installed: the receiver never writes, so a snapshot it drops
+//! (see [`PeerListener`] for why it would) is retried when the leader's core
+//! next decides the follower needs one. One snapshot is in flight per link.
 
 pub mod actor;
 pub mod codec;
@@ -136,7 +154,21 @@ pub struct PeerLimits {
     pub handshake_timeout: Duration,
     /// Most inbound connections served at once; more are closed on accept.
     pub inbound_connections_max: usize,
+    /// Most dump bytes per snapshot chunk frame: the most a heartbeat waits behind
+    /// a snapshot on the link. Clamped to what fits `frame_bytes_max` with the
+    /// chunk's own header.
+    pub snapshot_chunk_bytes: u32,
+    /// Largest snapshot dump sent or accepted. The receiver refuses a snapshot
+    /// announcing more from its first chunk, and otherwise holds only what has
+    /// arrived.
+    pub snapshot_bytes_max: u64,
 }
+
+/// The default [`PeerLimits::snapshot_bytes_max`]: 1 GiB.
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// The default [`PeerLimits::snapshot_chunk_bytes`]: 1 MiB.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: u32 = 1024 * 1024;
 
 impl Default for PeerLimits {
     fn default() -> Self {
@@ -150,6 +182,8 @@ impl Default for PeerLimits {
             write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             inbound_connections_max: 128,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
+            snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -169,6 +203,9 @@ impl PeerLimits {
         }
         if self.inbound_connections_max == 0 {
             return Err(PeerError::LimitZero("inbound_connections_max"));
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(PeerError::LimitZero("snapshot_chunk_bytes"));
         }
         if self.frame_bytes_max > codec::FRAME_BYTES_CEILING {
             return Err(PeerError::FrameLimitAboveCeiling {

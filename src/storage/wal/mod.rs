@@ -102,7 +102,7 @@ use record::{Metadata, Record};
 use segment::io_err;
 
 pub use writer::{
-    Completion, SubmitError, WalPersisted, WalStats, WalStatsSnapshot, WalWrite, WalWriter,
+    Completion, FsyncObserver, SubmitError, WalPersisted, WalStats, WalStatsSnapshot, WalWrite, WalWriter,
     WalWriterOptions,
 };
 

@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -162,6 +162,10 @@ impl WalStats {
     }
 }
 
+/// Told the duration of each fdatasync the writer runs, on the writer thread
+/// (metrics: keep it cheap).
+pub type FsyncObserver = Box<dyn Fn(Duration) + Send + 'static>;
+
 /// Handle to the writer thread.
 #[derive(Debug)]
 pub struct WalWriter {
@@ -173,6 +177,15 @@ pub struct WalWriter {
 impl WalWriter {
     /// Moves `wal` onto a new thread named `stead-wal`.
     pub fn spawn(wal: Wal, options: WalWriterOptions) -> Result<WalWriter, WalError> {
+        Self::spawn_observed(wal, options, None)
+    }
+
+    /// [`WalWriter::spawn`], telling `on_fsync` how long each fdatasync took.
+    pub fn spawn_observed(
+        wal: Wal,
+        options: WalWriterOptions,
+        on_fsync: Option<FsyncObserver>,
+    ) -> Result<WalWriter, WalError> {
         let (tx, rx) = crossbeam_channel::bounded(options.queue_capacity.max(1));
         let stats = Arc::new(WalStats::default());
         let thread_stats = stats.clone();
@@ -180,7 +193,7 @@ impl WalWriter {
         let dir = wal.dir().to_path_buf();
         let thread = std::thread::Builder::new()
             .name("stead-wal".into())
-            .spawn(move || run(wal, rx, max_batch, &thread_stats))
+            .spawn(move || run(wal, rx, max_batch, &thread_stats, on_fsync.as_deref()))
             .map_err(|e| WalError::Io {
                 path: dir,
                 source: e.into(),
@@ -248,6 +261,7 @@ fn run(
     rx: Receiver<WalWrite>,
     max_batch: usize,
     stats: &WalStats,
+    on_fsync: Option<&(dyn Fn(Duration) + Send)>,
 ) -> Result<(), WalError> {
     let mut failure: Option<Arc<WalError>> = None;
     let mut batch: Vec<WalWrite> = Vec::with_capacity(max_batch);
@@ -272,7 +286,7 @@ fn run(
             }
             continue;
         }
-        if let Err(e) = write_batch(&mut wal, &mut batch, stats) {
+        if let Err(e) = write_batch(&mut wal, &mut batch, stats, on_fsync) {
             tracing::error!(error = %e, "WAL write failed; refusing all further writes");
             stats.failed.store(true, Ordering::Relaxed);
             failure = Some(Arc::new(e));
@@ -286,7 +300,12 @@ fn run(
 }
 
 /// Applies, syncs and completes one batch; returns the error that stopped it.
-fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Result<(), WalError> {
+fn write_batch(
+    wal: &mut Wal,
+    batch: &mut Vec<WalWrite>,
+    stats: &WalStats,
+    on_fsync: Option<&(dyn Fn(Duration) + Send)>,
+) -> Result<(), WalError> {
     let records_before = wal.records_written();
     let bytes_before = wal.bytes_written();
 
@@ -322,7 +341,11 @@ fn write_batch(wal: &mut Wal, batch: &mut Vec<WalWrite>, stats: &WalStats) -> Re
             Ok(synced) => {
                 if synced {
                     stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    let took = started.elapsed();
+                    if let Some(observe) = on_fsync {
+                        observe(took);
+                    }
+                    let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
                     stats.last_fsync_nanos.store(nanos, Ordering::Relaxed);
                 }
             }

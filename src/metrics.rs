@@ -1,0 +1,449 @@
+//! The member's Prometheus metrics: one [`Registry`] per member (never the
+//! process-wide default one, so two members in one process do not collide),
+//! created at boot (`node.rs`) and handed to the actors that feed it.
+//!
+//! Names, types, labels and meanings are etcd 3.4's where they match, so existing
+//! dashboards and alert rules work; `stead_*` metrics show what etcd cannot (the
+//! actors). A metric is registered only once something real feeds it: nothing
+//! here is a placeholder.
+//!
+//! Who feeds what:
+//! - `RaftActor`: `etcd_server_has_leader`, `…_is_leader`,
+//!   `…_leader_changes_seen_total`, `…_proposals_committed_total`.
+//! - `StoreActor`: `…_proposals_applied_total`, `etcd_disk_backend_commit_duration_seconds`,
+//!   `etcd_mvcc_{put,delete,range,txn}_total`, `etcd_debugging_mvcc_keys_total`,
+//!   `…_current_revision`, `…_compact_revision`.
+//! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
+//!   scrape it asks the store for the backend size and the watch hub for its gauges.
+//! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
+//! - The JSON gateway: `grpc_server_{started,handled}_total` (etcd's gateway calls
+//!   its gRPC server, so etcd counts gateway requests there too).
+//! - Every instrumented actor: `stead_actor_messages_total{actor,message}`,
+//!   `stead_actor_handle_seconds{actor}`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proto::etcdserverpb as pb;
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// What `/metrics` answers with.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// A member's metrics: a cheap handle (clone it freely) to one registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<MetricSet>);
+
+impl Deref for Metrics {
+    type Target = MetricSet;
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The metrics themselves; fields are the handles their feeders update.
+pub struct MetricSet {
+    registry: Registry,
+    // etcd_server_*
+    pub has_leader: IntGauge,
+    pub is_leader: IntGauge,
+    pub leader_changes_seen: IntCounter,
+    /// etcd's is a gauge set to the commit index.
+    pub proposals_committed: IntGauge,
+    /// etcd's is a gauge set to the applied index.
+    pub proposals_applied: IntGauge,
+    pub proposals_pending: IntGauge,
+    pub proposals_failed: IntCounter,
+    // etcd_disk_*
+    pub wal_fsync_seconds: Histogram,
+    pub backend_commit_seconds: Histogram,
+    // etcd_mvcc_* and etcd_debugging_mvcc_*
+    pub db_total_size_bytes: IntGauge,
+    pub mvcc_put: IntCounter,
+    pub mvcc_delete: IntCounter,
+    pub mvcc_range: IntCounter,
+    pub mvcc_txn: IntCounter,
+    pub keys_total: IntGauge,
+    pub current_revision: IntGauge,
+    pub compact_revision: IntGauge,
+    pub watcher_total: IntGauge,
+    pub watch_stream_total: IntGauge,
+    // go-grpc-prometheus's, as etcd exports them
+    grpc_started: IntCounterVec,
+    grpc_handled: IntCounterVec,
+    // stead's own
+    actor_messages: IntCounterVec,
+    actor_handle_seconds: HistogramVec,
+}
+
+/// etcd's buckets for disk latencies: 1 ms doubling up to ~8 s.
+fn disk_buckets() -> Vec<f64> {
+    exponential_buckets(0.001, 2.0, 14).expect("valid buckets")
+}
+
+/// Handling times: 1 µs to ~4 s, ×4 each.
+fn handle_buckets() -> Vec<f64> {
+    exponential_buckets(0.000_001, 4.0, 12).expect("valid buckets")
+}
+
+impl Metrics {
+    /// A fresh registry with every metric in it.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        macro_rules! metric {
+            ($ty:ty, $opts:expr) => {{
+                let m = <$ty>::with_opts($opts).expect("valid metric");
+                reg(Box::new(m.clone()));
+                m
+            }};
+        }
+        macro_rules! vec_metric {
+            ($ty:ty, $opts:expr, $labels:expr) => {{
+                let m = <$ty>::new($opts, $labels).expect("valid metric");
+                reg(Box::new(m.clone()));
+                m
+            }};
+        }
+        let o = |ns: &str, sub: &str, name: &str, help: &str| Opts::new(name, help).namespace(ns).subsystem(sub);
+        let h = |ns: &str, sub: &str, name: &str, help: &str, buckets: Vec<f64>| {
+            HistogramOpts::new(name, help).namespace(ns).subsystem(sub).buckets(buckets)
+        };
+        let set = MetricSet {
+            has_leader: metric!(IntGauge, o("etcd", "server", "has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")),
+            is_leader: metric!(IntGauge, o("etcd", "server", "is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")),
+            leader_changes_seen: metric!(IntCounter, o("etcd", "server", "leader_changes_seen_total", "The number of leader changes seen.")),
+            proposals_committed: metric!(IntGauge, o("etcd", "server", "proposals_committed_total", "The total number of consensus proposals committed.")),
+            proposals_applied: metric!(IntGauge, o("etcd", "server", "proposals_applied_total", "The total number of consensus proposals applied.")),
+            proposals_pending: metric!(IntGauge, o("etcd", "server", "proposals_pending", "The current number of pending proposals to commit.")),
+            proposals_failed: metric!(IntCounter, o("etcd", "server", "proposals_failed_total", "The total number of failed proposals seen.")),
+            wal_fsync_seconds: metric!(Histogram, h("etcd", "disk", "wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", disk_buckets())),
+            backend_commit_seconds: metric!(Histogram, h("etcd", "disk", "backend_commit_duration_seconds", "The latency distributions of commit called by backend.", disk_buckets())),
+            db_total_size_bytes: metric!(IntGauge, o("etcd", "mvcc", "db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.")),
+            mvcc_put: metric!(IntCounter, o("etcd", "mvcc", "put_total", "Total number of puts seen by this member.")),
+            mvcc_delete: metric!(IntCounter, o("etcd", "mvcc", "delete_total", "Total number of deletes seen by this member.")),
+            mvcc_range: metric!(IntCounter, o("etcd", "mvcc", "range_total", "Total number of ranges seen by this member.")),
+            mvcc_txn: metric!(IntCounter, o("etcd", "mvcc", "txn_total", "Total number of txns seen by this member.")),
+            keys_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "keys_total", "Total number of keys.")),
+            current_revision: metric!(IntGauge, o("etcd_debugging", "mvcc", "current_revision", "The current revision of store.")),
+            compact_revision: metric!(IntGauge, o("etcd_debugging", "mvcc", "compact_revision", "The revision of the last compaction in store.")),
+            watcher_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "watcher_total", "Total number of watchers.")),
+            watch_stream_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "watch_stream_total", "Total number of watch streams.")),
+            grpc_started: vec_metric!(
+                IntCounterVec,
+                Opts::new("grpc_server_started_total", "Total number of RPCs started on the server."),
+                &["grpc_method", "grpc_service", "grpc_type"]
+            ),
+            grpc_handled: vec_metric!(
+                IntCounterVec,
+                Opts::new("grpc_server_handled_total", "Total number of RPCs completed on the server, regardless of success or failure."),
+                &["grpc_code", "grpc_method", "grpc_service", "grpc_type"]
+            ),
+            actor_messages: vec_metric!(
+                IntCounterVec,
+                o("stead", "actor", "messages_total", "Messages an actor has handled, by actor and message type."),
+                &["actor", "message"]
+            ),
+            actor_handle_seconds: vec_metric!(
+                HistogramVec,
+                h("stead", "actor", "handle_seconds", "Time an actor spent in its message handlers (the synchronous part).", handle_buckets()),
+                &["actor"]
+            ),
+            registry,
+        };
+        Metrics(Arc::new(set))
+    }
+
+    /// Everything, in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding our own well-formed families into memory cannot fail.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The instruments of one actor (`actor` is its label value).
+    pub fn actor(&self, actor: &'static str) -> ActorMetrics {
+        ActorMetrics {
+            actor,
+            messages: self.actor_messages.clone(),
+            seconds: self.actor_handle_seconds.with_label_values(&[actor]),
+        }
+    }
+
+    /// A unary RPC started (`service` as etcd names it, e.g. `etcdserverpb.KV`).
+    pub fn rpc_started(&self, rpc: Rpc) {
+        self.grpc_started.with_label_values(&[rpc.method, rpc.service, "unary"]).inc();
+    }
+
+    /// A unary RPC finished with `code` (gRPC's code name: `OK`, `InvalidArgument`, …).
+    pub fn rpc_handled(&self, rpc: Rpc, code: &str) {
+        self.grpc_handled.with_label_values(&[code, rpc.method, rpc.service, "unary"]).inc();
+    }
+
+    /// A proposal accepted by Raft and waiting to be applied: counted in
+    /// `etcd_server_proposals_pending` until the guard drops.
+    pub fn pending_proposal(&self) -> GaugeGuard {
+        self.proposals_pending.inc();
+        GaugeGuard(self.proposals_pending.clone())
+    }
+
+    /// Counts one mvcc operation mix as etcd's `metricsTxnWrite.End` does.
+    pub fn count_mvcc(&self, ops: MvccOps) {
+        self.mvcc_put.inc_by(ops.puts);
+        self.mvcc_delete.inc_by(ops.deletes);
+        self.mvcc_range.inc_by(ops.ranges);
+        if ops.puts + ops.deletes + ops.ranges > 1 {
+            self.mvcc_txn.inc();
+        }
+    }
+}
+
+/// Holds one unit of a gauge; gives it back when dropped.
+pub struct GaugeGuard(IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// gRPC's name for a status code number, as Go's `codes.Code.String()` spells it
+/// (the `grpc_code` label).
+pub fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code).ok().and_then(|c| NAMES.get(c)).copied().unwrap_or("Unknown")
+}
+
+/// etcd's unary RPCs (`service`, `method`), the ones `grpc_server_*` counts; a
+/// request for anything else is not counted (an arbitrary path must not become a
+/// label value). Streams (Watch, LeaseKeepAlive, Snapshot) are not counted yet.
+pub fn etcd_unary_rpc(path: &str) -> Option<Rpc> {
+    const UNARY: &[(&str, &[&str])] = &[
+        ("etcdserverpb.KV", &["Range", "Put", "DeleteRange", "Txn", "Compact"]),
+        ("etcdserverpb.Lease", &["LeaseGrant", "LeaseRevoke", "LeaseTimeToLive", "LeaseLeases"]),
+        ("etcdserverpb.Cluster", &["MemberAdd", "MemberRemove", "MemberUpdate", "MemberList", "MemberPromote"]),
+        ("etcdserverpb.Maintenance", &["Alarm", "Status", "Defragment", "Hash", "HashKV", "MoveLeader"]),
+        (
+            "etcdserverpb.Auth",
+            &[
+                "AuthEnable",
+                "AuthDisable",
+                "Authenticate",
+                "UserAdd",
+                "UserGet",
+                "UserList",
+                "UserDelete",
+                "UserChangePassword",
+                "UserGrantRole",
+                "UserRevokeRole",
+                "RoleAdd",
+                "RoleGet",
+                "RoleList",
+                "RoleDelete",
+                "RoleGrantPermission",
+                "RoleRevokePermission",
+            ],
+        ),
+    ];
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let (service, methods) = UNARY.iter().find(|(s, _)| *s == service)?;
+    let method = methods.iter().find(|m| **m == method)?;
+    Some(Rpc { service, method })
+}
+
+/// An RPC's labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    pub service: &'static str,
+    pub method: &'static str,
+}
+
+/// The mvcc operations one request did, as etcd counts them: each range (a Range
+/// request, each compare of a txn, the read behind `prev_kv`), put and delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MvccOps {
+    pub puts: u64,
+    pub deletes: u64,
+    pub ranges: u64,
+}
+
+impl MvccOps {
+    /// A Range request (or a read-only txn's range).
+    pub fn range() -> MvccOps {
+        MvccOps { ranges: 1, ..Default::default() }
+    }
+
+    /// A put: the write, and the read behind `prev_kv` / `ignore_value` / `ignore_lease`.
+    pub fn put(p: &pb::PutRequest) -> MvccOps {
+        MvccOps { puts: 1, deletes: 0, ranges: u64::from(p.prev_kv || p.ignore_value || p.ignore_lease) }
+    }
+
+    /// A delete: the write, and the read behind `prev_kv`.
+    pub fn delete(d: &pb::DeleteRangeRequest) -> MvccOps {
+        MvccOps { puts: 0, deletes: 1, ranges: u64::from(d.prev_kv) }
+    }
+
+    /// A txn that ran (`r` is its answer): one range per compare on the path
+    /// taken, and the operations of the branches that ran.
+    pub fn txn(t: &pb::TxnRequest, r: &pb::TxnResponse) -> MvccOps {
+        use pb::{request_op::Request as Op, response_op::Response as Resp};
+        let mut ops = MvccOps { ranges: t.compare.len() as u64, ..Default::default() };
+        let branch = if r.succeeded { &t.success } else { &t.failure };
+        for (op, resp) in branch.iter().zip(&r.responses) {
+            let more = match (&op.request, &resp.response) {
+                (Some(Op::RequestRange(_)), _) => MvccOps::range(),
+                (Some(Op::RequestPut(p)), _) => MvccOps::put(p),
+                (Some(Op::RequestDeleteRange(d)), _) => MvccOps::delete(d),
+                (Some(Op::RequestTxn(nt)), Some(Resp::ResponseTxn(nr))) => MvccOps::txn(nt, nr),
+                _ => MvccOps::default(),
+            };
+            ops.puts += more.puts;
+            ops.deletes += more.deletes;
+            ops.ranges += more.ranges;
+        }
+        ops
+    }
+}
+
+/// One actor's instruments. Start each handler with `let _t =
+/// self.metrics.handling("Message");`: it counts the message, and the returned
+/// timer observes the handling time when it drops.
+#[derive(Clone)]
+pub struct ActorMetrics {
+    actor: &'static str,
+    messages: IntCounterVec,
+    seconds: Histogram,
+}
+
+impl ActorMetrics {
+    /// Instruments not registered anywhere (an actor built without a member's
+    /// metrics, as in unit tests).
+    pub fn detached(actor: &'static str) -> ActorMetrics {
+        Metrics::new().actor(actor)
+    }
+
+    pub fn handling(&self, message: &'static str) -> HistogramTimer {
+        self.messages.with_label_values(&[self.actor, message]).inc();
+        self.seconds.start_timer()
+    }
+}
+
+impl std::fmt::Debug for ActorMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorMetrics({})", self.actor)
+    }
+}
+
+/// Observes a duration into a histogram in seconds.
+pub fn observe(h: &Histogram, d: Duration) {
+    h.observe(d.as_secs_f64());
+}
+
+/// The value of an unlabelled sample in `text` (the exposition format), for tests
+/// and tools: `sample(text, "etcd_server_has_leader")`.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_etcd_names_and_types() {
+        let m = Metrics::new();
+        m.has_leader.set(1);
+        m.is_leader.set(1);
+        m.leader_changes_seen.inc();
+        observe(&m.wal_fsync_seconds, Duration::from_micros(1500));
+        m.count_mvcc(MvccOps { puts: 1, ..Default::default() });
+        m.count_mvcc(MvccOps { puts: 2, ranges: 1, deletes: 0 });
+        m.rpc_started(Rpc { service: "etcdserverpb.KV", method: "Put" });
+        m.rpc_handled(Rpc { service: "etcdserverpb.KV", method: "Put" }, "OK");
+        let text = m.encode();
+        assert!(text.contains("# TYPE etcd_server_has_leader gauge"), "{text}");
+        assert!(text.contains("# TYPE etcd_server_leader_changes_seen_total counter"), "{text}");
+        assert!(text.contains("# TYPE etcd_disk_wal_fsync_duration_seconds histogram"), "{text}");
+        assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 0"), "{text}");
+        assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 1"), "{text}");
+        assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"8.192\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "etcd_server_has_leader"), Some(1.0));
+        assert_eq!(sample(&text, "etcd_server_is_leader"), Some(1.0));
+        assert_eq!(sample(&text, "etcd_disk_wal_fsync_duration_seconds_count"), Some(1.0));
+        assert_eq!(sample(&text, "etcd_mvcc_put_total"), Some(3.0));
+        assert_eq!(sample(&text, "etcd_mvcc_range_total"), Some(1.0));
+        // etcd counts a txn only when it did more than one operation.
+        assert_eq!(sample(&text, "etcd_mvcc_txn_total"), Some(1.0));
+        assert_eq!(sample(&text, "etcd_mvcc_delete_total"), Some(0.0));
+    }
+
+    #[test]
+    fn actor_guard_counts_and_times() {
+        let m = Metrics::new();
+        let raft = m.actor("raft");
+        {
+            let _t = raft.handling("Propose");
+        }
+        drop(raft.handling("Propose"));
+        drop(raft.handling("Tick"));
+        let text = m.encode();
+        assert!(text.contains("stead_actor_messages_total{actor=\"raft\",message=\"Propose\"} 2"), "{text}");
+        assert!(text.contains("stead_actor_messages_total{actor=\"raft\",message=\"Tick\"} 1"), "{text}");
+        assert!(text.contains("stead_actor_handle_seconds_count{actor=\"raft\"} 3"), "{text}");
+    }
+
+    #[test]
+    fn registries_are_per_member() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.has_leader.set(1);
+        assert_eq!(sample(&a.encode(), "etcd_server_has_leader"), Some(1.0));
+        assert_eq!(sample(&b.encode(), "etcd_server_has_leader"), Some(0.0));
+    }
+}

@@ -1,0 +1,146 @@
+//! `GET /metrics` on the client port, against a real `stead` process: after known
+//! traffic (JSON gateway and gRPC), etcd's metrics moved by the right amounts and
+//! every instrumented actor shows its messages.
+
+mod common;
+
+use common::{b64, Server};
+use serde_json::json;
+use stead::metrics::sample;
+
+fn scrape(s: &Server) -> String {
+    let mut resp = common::http_agent().get(&format!("{}/metrics", s.endpoint)).call().expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "content type {content_type}");
+    resp.body_mut().read_to_string().expect("metrics body")
+}
+
+fn value(text: &str, name: &str) -> f64 {
+    sample(text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// A labelled sample's value, `line_prefix` being the name and labels as written.
+fn labelled(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_traffic() {
+    let s = Server::start(&[]);
+    let before = scrape(&s);
+    assert_eq!(value(&before, "etcd_server_has_leader"), 1.0, "{before}");
+    assert_eq!(value(&before, "etcd_server_is_leader"), 1.0);
+    assert!(value(&before, "etcd_server_leader_changes_seen_total") >= 1.0);
+
+    for k in ["a", "b", "c"] {
+        let (code, put) = s.post("/v3/kv/put", &json!({"key": b64(k), "value": b64("v")}).to_string());
+        assert_eq!(code, 200, "{put}");
+    }
+    for k in ["a", "zzz"] {
+        let (code, got) = s.post("/v3/kv/range", &json!({"key": b64(k)}).to_string());
+        assert_eq!(code, 200, "{got}");
+    }
+    // A txn: one compare (a range, as etcd counts it) and two puts.
+    let txn = json!({
+        "compare": [{"key": b64("a"), "target": "VERSION", "result": "EQUAL", "version": "1"}],
+        "success": [{"request_put": {"key": b64("t1"), "value": b64("v")}},
+                    {"request_put": {"key": b64("t2"), "value": b64("v")}}],
+    });
+    let (code, done) = s.post("/v3/kv/txn", &txn.to_string());
+    assert_eq!(code, 200, "{done}");
+    assert_eq!(done["succeeded"], json!(true), "{done}");
+    let (code, del) = s.post("/v3/kv/deleterange", &json!({"key": b64("b")}).to_string());
+    assert_eq!(code, 200, "{del}");
+    let (_, last) = s.post("/v3/kv/put", &json!({"key": b64("c"), "value": b64("w")}).to_string());
+    let revision: f64 = last["header"]["revision"].as_str().and_then(|r| r.parse().ok()).expect("a revision");
+    // Refused before proposing: counted as an RPC with its code, not as a put.
+    let (code, _) = s.post("/v3/kv/put", &json!({"value": b64("v")}).to_string());
+    assert_eq!(code, 400);
+    // Through gRPC too.
+    grpc_put(&s, "g");
+
+    let after = scrape(&s);
+    let delta = |name: &str| value(&after, name) - value(&before, name);
+    // 3 + txn's 2 + 1 re-put + 1 over gRPC.
+    assert_eq!(delta("etcd_mvcc_put_total"), 7.0, "{after}");
+    // 2 ranges + the txn's compare.
+    assert_eq!(delta("etcd_mvcc_range_total"), 3.0, "{after}");
+    assert_eq!(delta("etcd_mvcc_delete_total"), 1.0, "{after}");
+    assert_eq!(delta("etcd_mvcc_txn_total"), 1.0, "{after}");
+    // a, c, t1, t2, g live; b deleted.
+    assert_eq!(value(&after, "etcd_debugging_mvcc_keys_total"), 5.0, "{after}");
+    assert_eq!(value(&after, "etcd_debugging_mvcc_current_revision"), revision + 1.0, "{after}");
+    assert!(value(&after, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
+
+    assert!(delta("etcd_disk_wal_fsync_duration_seconds_count") >= 1.0, "{after}");
+    assert!(value(&after, "etcd_disk_wal_fsync_duration_seconds_count") > 0.0);
+    assert!(delta("etcd_disk_backend_commit_duration_seconds_count") >= 1.0, "{after}");
+    assert!(delta("etcd_server_proposals_committed_total") >= 7.0, "{after}");
+    assert!(value(&after, "etcd_server_proposals_applied_total") >= value(&before, "etcd_server_proposals_committed_total"));
+    assert_eq!(value(&after, "etcd_server_proposals_pending"), 0.0);
+    assert_eq!(value(&after, "etcd_server_proposals_failed_total"), 0.0);
+    assert_eq!(value(&after, "etcd_debugging_mvcc_watcher_total"), 0.0);
+    assert_eq!(value(&after, "etcd_debugging_mvcc_watch_stream_total"), 0.0);
+
+    let rpc = |code: &str, method: &str| {
+        let line = format!(
+            "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}}"
+        );
+        labelled(&after, &line) - labelled(&before, &line)
+    };
+    assert_eq!(rpc("OK", "Put"), 5.0, "{after}");
+    assert_eq!(rpc("InvalidArgument", "Put"), 1.0, "{after}");
+    assert_eq!(rpc("OK", "Txn"), 1.0, "{after}");
+
+    // Every instrumented actor, by message.
+    for (actor, message) in [("raft", "Propose"), ("raft", "Persisted"), ("store", "Apply"), ("store", "Read"), ("wal", "Append")] {
+        let line = format!("stead_actor_messages_total{{actor=\"{actor}\",message=\"{message}\"}}");
+        assert!(labelled(&after, &line) >= 1.0, "{line} in:\n{after}");
+    }
+    assert!(labelled(&after, "stead_actor_messages_total{actor=\"raft\",message=\"Propose\"}") >= 6.0);
+    for actor in ["raft", "store", "wal"] {
+        let line = format!("stead_actor_handle_seconds_count{{actor=\"{actor}\"}}");
+        assert!(labelled(&after, &line) >= 1.0, "{line} in:\n{after}");
+    }
+}
+
+fn grpc_put(s: &Server, key: &str) {
+    use stead::proto::etcdserverpb::kv_client::KvClient;
+    let endpoint = s.endpoint.clone();
+    let key = key.to_string();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+        let mut kv = KvClient::new(channel);
+        kv.put(stead::proto::etcdserverpb::PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
+            .await
+            .expect("gRPC put");
+    });
+}
+
+#[test]
+fn every_member_sees_the_leader_and_applies_the_writes() {
+    let c = common::Cluster::start(3, &[]);
+    let leader = c.wait_leader(std::time::Duration::from_secs(10));
+    let (code, put) = c.members[leader].post("/v3/kv/put", &json!({"key": b64("k"), "value": b64("v")}).to_string());
+    assert_eq!(code, 200, "{put}");
+    // A follower applies the put once it learns the commit index; wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for (i, m) in c.members.iter().enumerate() {
+        let text = loop {
+            let text = scrape(m);
+            if value(&text, "etcd_mvcc_put_total") >= 1.0 || std::time::Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(value(&text, "etcd_server_has_leader"), 1.0, "member {i}: {text}");
+        assert_eq!(value(&text, "etcd_server_is_leader"), if i == leader { 1.0 } else { 0.0 }, "member {i}");
+        assert_eq!(value(&text, "etcd_mvcc_put_total"), 1.0, "member {i}: {text}");
+        assert_eq!(value(&text, "etcd_debugging_mvcc_keys_total"), 1.0, "member {i}");
+        assert!(value(&text, "etcd_disk_wal_fsync_duration_seconds_count") > 0.0, "member {i}");
+    }
+}
