@@ -275,7 +275,7 @@ fn tonic_client_sees_created_events_and_cancel() {
         tx.unbounded_send(create("k", |_| {})).unwrap();
         let created = next!();
         assert!(created.created && !created.canceled && created.watch_id == 0, "{created:?}");
-        let header = created.header.clone().expect("header");
+        let header = created.header.expect("header");
         assert!(header.cluster_id != 0 && header.member_id != 0 && header.raft_term >= 1 && header.revision == 1);
 
         tx.unbounded_send(create("z", |c| c.prev_kv = true)).unwrap();

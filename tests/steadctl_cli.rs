@@ -52,9 +52,9 @@ fn unsupported_flags_and_commands_fail_clearly() {
     let out = steadctl(&["--user=root:pw", "get", "k"]);
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(text(&out.stderr), "Error: steadctl does not support --user (authentication) yet\n");
-    let out = steadctl(&["watch", "k"]);
+    let out = steadctl(&["watch", "k", "-i"]);
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(text(&out.stderr), "Error: steadctl does not support the \"watch\" command yet\n");
+    assert_eq!(text(&out.stderr), "Error: steadctl does not support watch --interactive yet\n");
 }
 
 #[test]

@@ -121,7 +121,7 @@ fn run(program: &Path, endpoint: &str, args: &[&str], then: &dyn Fn()) -> Run {
         }
     });
     let mut out = Vec::new();
-    let mut quiet = |out: &mut Vec<u8>| {
+    let quiet = |out: &mut Vec<u8>| {
         let deadline = Instant::now() + DEADLINE;
         loop {
             match rx.recv_timeout(QUIET) {

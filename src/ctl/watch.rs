@@ -226,7 +226,7 @@ fn render(printer: &Printer, out: &mut Vec<u8>, resp: &WatchResponse) -> Result<
         }
         Format::Protobuf => {
             let clientv3 = WatchResponse {
-                header: Some(resp.header.clone().unwrap_or_default()),
+                header: Some(resp.header.unwrap_or_default()),
                 events: resp.events.clone(),
                 compact_revision: resp.compact_revision,
                 canceled: resp.canceled,
@@ -252,7 +252,7 @@ fn type_name(ev: &Event) -> &'static str {
 /// always there), `Events` (`null` only for a watch refused at creation, which
 /// clientv3 reports without a server response), then the three plain fields.
 fn json_watch(resp: &WatchResponse) -> String {
-    let h = resp.header.clone().unwrap_or_default();
+    let h = resp.header.unwrap_or_default();
     let mut header = Vec::new();
     for (name, v) in [("cluster_id", h.cluster_id), ("member_id", h.member_id)] {
         if v != 0 {
