@@ -25,6 +25,10 @@ pub enum RequestError {
     FutureRevision,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("no leader")]
     NoLeader,
     #[error("request timed out")]

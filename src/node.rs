@@ -293,6 +293,8 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let hub_recipient = hub.clone().recipient();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
+    let (lease_tx, lease_rx) = tokio::sync::oneshot::channel();
+    let lease_arbiter = Arbiter::new().handle();
     let tick = Duration::from_millis(settings.heartbeat_interval_ms);
     let (max_request_bytes, snapshot_count) = (settings.max_request_bytes, settings.snapshot_count);
     let cluster_token = settings.cluster_token.clone();
@@ -301,6 +303,13 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // actors can be given its address; they in turn are given to it.
     let raft_addr = RaftActor::start_in_arbiter(&raft_arbiter.handle(), move |ctx| {
         let raft_addr = ctx.address();
+        let lease_addr = {
+            let raft = raft_addr.clone();
+            crate::actors::lease::LeaseActor::start_in_arbiter(&lease_arbiter, move |_| {
+                crate::actors::lease::LeaseActor::new(raft)
+            })
+        };
+        let _ = lease_tx.send(lease_addr.clone());
         let wal_recipient = raft_addr.clone().recipient();
         let wal_addr = WalActor::start_in_arbiter(&wal_arbiter, {
             let metrics = actor_metrics.clone();
@@ -311,6 +320,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             durable: raft_addr.clone().recipient(),
             members: raft_addr.recipient(),
             watch: Some(hub_recipient),
+            leases: Some(lease_addr.clone().recipient()),
         };
         let ids = HeaderIds { cluster_id, member_id };
         let store_metrics = actor_metrics.clone();
@@ -334,12 +344,14 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             applied_index: applied,
             ready_notice: ready_tx,
             metrics: actor_metrics,
+            leadership: Some(lease_addr.recipient()),
         };
         RaftActor::new(node, wiring)
     });
     let store_addr = store_rx
         .await
         .map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
+    let lease_addr = lease_rx.await.map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
 
     // The hub reads history from the store from here on; the revision is asked
     // before `Attach` is sent, so every change after it reaches the hub as events.
@@ -363,8 +375,12 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         max_txn_ops: settings.max_txn_ops,
         max_request_bytes: settings.max_request_bytes,
         request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+        min_lease_ttl: crate::kv::leases::min_lease_ttl(settings.heartbeat_interval_ms, settings.election_timeout_ms),
     };
-    let service = ClientService::new(raft_addr, store_addr, limits).with_watch(hub).with_metrics(metrics);
+    let service = ClientService::new(raft_addr, store_addr, limits)
+        .with_watch(hub)
+        .with_leases(lease_addr)
+        .with_metrics(metrics);
     // As etcd: serve clients once this member is part of a cluster with a leader
     // and has caught up with its log.
     if ready_rx.await.is_err() {

@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
 };
-use crate::actors::store::{GetMembers, GetStatus, Read, ReadRequest, StoreActor};
+use crate::actors::lease::{self, LeaseActor};
+use crate::actors::store::{GetLease, GetMembers, GetStatus, Read, ReadRequest, StoreActor};
 use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
@@ -31,6 +32,8 @@ pub struct Limits {
     /// How long a request may wait for Raft and apply (etcd: 5 s + 2 × election
     /// timeout).
     pub request_timeout: Duration,
+    /// The smallest lease TTL granted, seconds (etcd: 1.5 election timeouts).
+    pub min_lease_ttl: i64,
 }
 
 /// What the gateway reports as the server version: the etcd API level stead serves.
@@ -43,12 +46,13 @@ pub struct ClientService {
     store: Addr<StoreActor>,
     limits: Limits,
     watch: Option<Addr<WatchHub>>,
+    leases: Option<Addr<LeaseActor>>,
     metrics: Metrics,
 }
 
 impl ClientService {
     pub fn new(raft: Addr<RaftActor>, store: Addr<StoreActor>, limits: Limits) -> Self {
-        ClientService { raft, store, limits, watch: None, metrics: Metrics::new() }
+        ClientService { raft, store, limits, watch: None, leases: None, metrics: Metrics::new() }
     }
 
     /// The member's metrics: proposals are counted there, and `/metrics` serves it.
@@ -81,6 +85,148 @@ impl ClientService {
     pub fn with_watch(mut self, hub: Addr<WatchHub>) -> Self {
         self.watch = Some(hub);
         self
+    }
+
+    /// The member's lease actor (expiry and keep-alives on the leader).
+    pub fn with_leases(mut self, leases: Addr<LeaseActor>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    fn lease_actor(&self) -> Result<&Addr<LeaseActor>, RequestError> {
+        self.leases.as_ref().ok_or(RequestError::NotImplemented("leases"))
+    }
+
+    /// etcd's LeaseGrant: the TTL raised to the minimum, the ID (when 0) chosen by
+    /// the Raft actor inside the proposal.
+    pub async fn lease_grant(&self, mut r: pb::LeaseGrantRequest) -> Result<pb::LeaseGrantResponse, RequestError> {
+        if r.ttl > crate::kv::leases::MAX_LEASE_TTL {
+            return Err(RequestError::LeaseTtlTooLarge);
+        }
+        r.ttl = r.ttl.max(self.limits.min_lease_ttl);
+        match self.propose(Internal::LeaseGrant(r)).await? {
+            Response::LeaseGrant(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// etcd's LeaseRevoke: the lease and every key attached to it, in one revision.
+    pub async fn lease_revoke(&self, r: pb::LeaseRevokeRequest) -> Result<pb::LeaseRevokeResponse, RequestError> {
+        match self.propose(Internal::LeaseRevoke(r)).await? {
+            Response::LeaseRevoke(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One keep-alive. On the leader it moves the lease's deadline (leader
+    /// memory); on a follower it is renewed through the log (the leader renews the
+    /// deadline when it applies it). An unknown or expired lease answers TTL 0, as
+    /// etcd's keep-alive stream does.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, RequestError> {
+        // As etcd: the header is taken before the renewal.
+        let header = self.kv_header().await?;
+        let renewed = self.lease_actor()?.send(lease::KeepAlive(id)).await.map_err(|_| RequestError::Stopped)?;
+        let ttl = match renewed {
+            Ok(ttl) => ttl,
+            Err(RequestError::NotLeader) => {
+                match self.propose(Internal::LeaseRenew(pb::LeaseKeepAliveRequest { id })).await {
+                    Ok(Response::LeaseRenew(resp)) => resp.ttl,
+                    Ok(other) => return Err(unexpected(other)),
+                    Err(RequestError::LeaseNotFound) => 0,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(RequestError::LeaseNotFound) => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(pb::LeaseKeepAliveResponse { header: Some(header), id, ttl })
+    }
+
+    /// etcd's LeaseTimeToLive, answered by the leader (a follower asks the
+    /// leader's client URL, as etcd forwards it); an unknown lease is TTL -1.
+    pub async fn lease_time_to_live(&self, r: pb::LeaseTimeToLiveRequest) -> Result<pb::LeaseTimeToLiveResponse, RequestError> {
+        let asked = self.lease_actor()?.send(lease::TimeToLive(r.id)).await.map_err(|_| RequestError::Stopped)?;
+        let (granted_ttl, ttl) = match asked {
+            Ok(found) => found,
+            Err(RequestError::LeaseNotFound) => {
+                return Ok(pb::LeaseTimeToLiveResponse { header: Some(self.kv_header().await?), id: r.id, ttl: -1, ..Default::default() })
+            }
+            Err(RequestError::NotLeader) => return self.forward_time_to_live(r).await,
+            Err(e) => return Err(e),
+        };
+        let keys = if r.keys {
+            self.store.send(GetLease(r.id)).await.map_err(|_| RequestError::Stopped)?.map(|(_, k)| k).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(pb::LeaseTimeToLiveResponse { header: Some(self.kv_header().await?), id: r.id, ttl, granted_ttl, keys })
+    }
+
+    /// etcd's LeaseLeases: every lease (soonest expiry first on the leader).
+    pub async fn lease_leases(&self) -> Result<pb::LeaseLeasesResponse, RequestError> {
+        let ids = self.lease_actor()?.send(lease::ListLeases).await.map_err(|_| RequestError::Stopped)?;
+        Ok(pb::LeaseLeasesResponse {
+            header: Some(self.kv_header().await?),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        })
+    }
+
+    /// A follower's TimeToLive: the leader's answer, through its JSON gateway.
+    async fn forward_time_to_live(&self, r: pb::LeaseTimeToLiveRequest) -> Result<pb::LeaseTimeToLiveResponse, RequestError> {
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        if raft.leader == 0 || raft.leader == raft.member_id {
+            return Err(RequestError::NoLeader);
+        }
+        let members = self.members().await?;
+        let Some(base) = members.iter().find(|m| m.id == raft.leader).and_then(|m| m.client_ur_ls.first().cloned()) else {
+            return Err(RequestError::NoLeader);
+        };
+        let url = format!("{}/v3/lease/timetolive", base.trim_end_matches('/'));
+        let body = serde_json::to_string(&r).map_err(|e| RequestError::Internal(e.to_string()))?;
+        let timeout = self.limits.request_timeout;
+        let call = tokio::task::spawn_blocking(move || -> Result<(u16, String), String> {
+            let config = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build();
+            let agent = ureq::Agent::new_with_config(config);
+            let mut resp = agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .send(body)
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+            Ok((status, text))
+        });
+        let (status, text) = call
+            .await
+            .map_err(|e| RequestError::Internal(e.to_string()))?
+            .map_err(|e| RequestError::Internal(format!("asking the leader for the lease's TTL: {e}")))?;
+        if status != 200 {
+            #[derive(serde::Deserialize)]
+            struct ErrorBody {
+                message: String,
+            }
+            let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.message).unwrap_or(text);
+            return Err(if message.ends_with("not leader") || message.ends_with("no leader") {
+                RequestError::NoLeader
+            } else {
+                RequestError::Internal(message)
+            });
+        }
+        let mut resp: pb::LeaseTimeToLiveResponse =
+            serde_json::from_str(&text).map_err(|e| RequestError::Internal(format!("the leader's TimeToLive answer: {e}")))?;
+        resp.header = Some(self.kv_header().await?);
+        Ok(resp)
+    }
+
+    /// A header as etcd's gRPC server fills it: cluster, member, current revision
+    /// and term.
+    async fn kv_header(&self) -> Result<pb::ResponseHeader, RequestError> {
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
+        Ok(pb::ResponseHeader { cluster_id: raft.cluster_id, member_id: raft.member_id, revision: store.revision, raft_term: raft.term })
     }
 
     pub fn watch(&self) -> Option<&Addr<WatchHub>> {

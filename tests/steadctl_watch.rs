@@ -134,7 +134,15 @@ fn run(program: &Path, endpoint: &str, args: &[&str], then: &dyn Fn()) -> Run {
     quiet(&mut out);
     then();
     quiet(&mut out);
-    let code = match child.try_wait().expect("wait") {
+    // A program that closed its stdout is exiting: give it a moment to finish
+    // before deciding it kept watching (its exit status can trail the EOF).
+    let mut status = child.try_wait().expect("wait");
+    let closing_deadline = Instant::now() + Duration::from_secs(3);
+    while status.is_none() && stdout_closed(&rx, &mut out) && Instant::now() < closing_deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        status = child.try_wait().expect("wait");
+    }
+    let code = match status {
         Some(status) => status.code(),
         None => {
             let _ = child.kill();
@@ -148,6 +156,18 @@ fn run(program: &Path, endpoint: &str, args: &[&str], then: &dyn Fn()) -> Run {
     let mut stderr = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut stderr).ok();
     Run { stdout: String::from_utf8_lossy(&out).into_owned(), stderr, code }
+}
+
+/// True when the stdout reader has finished (the program closed its stdout);
+/// lines still queued are moved to `out`.
+fn stdout_closed(rx: &mpsc::Receiver<Vec<u8>>, out: &mut Vec<u8>) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(line) => out.extend(line),
+            Err(mpsc::TryRecvError::Empty) => return false,
+            Err(mpsc::TryRecvError::Disconnected) => return true,
+        }
+    }
 }
 
 /// Replaces the numbers after `"cluster_id":`, `"member_id":`, `"raft_term":`

@@ -113,6 +113,8 @@ pub struct RaftWiring {
     pub ready_notice: ReadyNotice,
     /// The member's metrics (leadership, commit index, this actor's handlers).
     pub metrics: Metrics,
+    /// Told whenever this member becomes or stops being leader (the lease actor).
+    pub leadership: Option<Recipient<crate::actors::lease::LeadershipChanged>>,
 }
 
 pub struct RaftActor {
@@ -151,6 +153,8 @@ pub struct RaftActor {
     me: Option<Addr<RaftActor>>,
     metrics: Metrics,
     instruments: ActorMetrics,
+    leadership: Option<Recipient<crate::actors::lease::LeadershipChanged>>,
+    was_leader: bool,
 }
 
 /// A follower needs a snapshot: fetch the store's dump and send it along with the message.
@@ -223,6 +227,8 @@ impl RaftActor {
             me: None,
             instruments: w.metrics.actor("raft"),
             metrics: w.metrics,
+            leadership: w.leadership,
+            was_leader: false,
         }
     }
 
@@ -359,6 +365,13 @@ impl RaftActor {
         if role == Role::Leader {
             tracing::info!("{:x} became leader at term {}", self.member_id, self.node.term());
         }
+        let is_leader = role == Role::Leader;
+        if is_leader != self.was_leader {
+            self.was_leader = is_leader;
+            if let Some(to) = &self.leadership {
+                to.do_send(crate::actors::lease::LeadershipChanged { leader: is_leader });
+            }
+        }
         if let Some(l) = leader {
             let (done, waiting): (Vec<_>, Vec<_>) = self.transfer_waiters.drain(..).partition(|(t, _)| *t == l);
             self.transfer_waiters = waiting;
@@ -425,9 +438,18 @@ impl Handler<Propose> for RaftActor {
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
         let _t = self.instruments.handling("Propose");
         let id = self.request_id();
+        let mut request = msg.request;
+        if let internal_request::Request::LeaseGrant(grant) = &mut request {
+            // etcd: a grant without an ID gets one from the request id generator
+            // of the member proposing it, inside the proposal, so every member
+            // applies the same ID.
+            while grant.id == 0 {
+                grant.id = (self.request_id() & ((1 << 63) - 1)) as i64;
+            }
+        }
         let request = InternalRequest {
             header: Some(RequestHeader { id, proposer: self.member_id }),
-            request: Some(msg.request),
+            request: Some(request),
         };
         let data = request.encode_to_vec();
         if data.len() > self.max_request_bytes {

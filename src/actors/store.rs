@@ -15,6 +15,7 @@ use crate::error::RequestError;
 use crate::metrics::{ActorMetrics, Metrics, MvccOps};
 use crate::kv::apply::{self, Response};
 use crate::proto::etcdserverpb as pb;
+use crate::kv::leases::{LeaseChange, Leases};
 use crate::kv::members::{InitialMember, Members};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest};
 use crate::raft::{self, Entry, EntryKind};
@@ -97,6 +98,18 @@ pub struct DurableTo {
 #[rtype(result = "()")]
 pub struct MembersChanged(pub Vec<pb::Member>);
 
+/// Sent to the lease actor after each apply batch that changed the lease table
+/// (and once at start, with the whole table).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeasesChanged(pub Vec<LeaseChange>);
+
+/// One lease as the applied table has it: (granted TTL, attached keys in key
+/// order), or None when there is no such lease.
+#[derive(Message)]
+#[rtype(result = "Option<(i64, Vec<Vec<u8>>)>")]
+pub struct GetLease(pub i64);
+
 /// The cluster's members, as the applied log has them.
 #[derive(Message)]
 #[rtype(result = "Vec<pb::Member>")]
@@ -144,6 +157,8 @@ pub struct StorePeers {
     pub members: Recipient<MembersChanged>,
     /// The watch hub, once there is one.
     pub watch: Option<Recipient<Committed>>,
+    /// The lease actor, once there is one.
+    pub leases: Option<Recipient<LeasesChanged>>,
 }
 
 /// Identity for response headers.
@@ -156,6 +171,8 @@ pub struct HeaderIds {
 pub struct StoreActor {
     store: MvccStore,
     members: Members,
+    /// The lease table (granted TTLs, checkpoints, attached keys).
+    leases: Leases,
     /// The initial membership from the configuration, recorded when the log's
     /// bootstrap entry applies.
     initial_members: Vec<InitialMember>,
@@ -188,9 +205,12 @@ impl StoreActor {
         peers: StorePeers,
     ) -> Self {
         let applied_index = store.consistent_index();
+        let mut leases = Leases::load(&store).unwrap_or_else(|e| panic!("loading the lease table: {e}"));
+        leases.announce_reset();
         StoreActor {
             store,
             members,
+            leases,
             initial_members,
             ids,
             raft_term: 0,
@@ -250,6 +270,10 @@ impl StoreActor {
             Response::Compaction(r) => self.fill_header(&mut r.header),
             Response::Range(r) => self.fill_header(&mut r.header),
             Response::Members(_) => {}
+            Response::LeaseGrant(r) => self.fill_header(&mut r.header),
+            Response::LeaseRevoke(r) => self.fill_header(&mut r.header),
+            Response::LeaseCheckpoint(r) => self.fill_header(&mut r.header),
+            Response::LeaseRenew(r) => self.fill_header(&mut r.header),
         }
         response
     }
@@ -316,7 +340,7 @@ impl StoreActor {
                         // Fail-stop on a storage fault: the WAL still has the entry,
                         // and a restart replays it.
                         _ => {
-                            let applied = apply::apply_entry(&mut batch, entry.index, &request)
+                            let applied = apply::apply_entry(&mut batch, entry.index, &request, &mut self.leases)
                                 .unwrap_or_else(|f| panic!("{f}"));
                             if let Ok(response) = &applied.response {
                                 self.metrics.count_mvcc(kv_ops(&request, response));
@@ -348,10 +372,22 @@ impl StoreActor {
         if members_changed {
             self.peers.members.do_send(MembersChanged(self.members.list()));
         }
+        self.send_lease_changes();
         if !events.is_empty() {
             if let Some(watch) = &self.peers.watch {
                 watch.do_send(Committed { revision: self.store.current_revision(), events });
             }
+        }
+    }
+
+    /// Tells the lease actor what the applied entries changed in the table.
+    fn send_lease_changes(&mut self) {
+        let changes = self.leases.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(leases) = &self.peers.leases {
+            leases.do_send(LeasesChanged(changes));
         }
     }
 
@@ -402,6 +438,8 @@ impl Actor for StoreActor {
         // The WAL is the source of truth; flushing the backend on a timer bounds
         // what a restart must replay.
         ctx.run_interval(BACKEND_FLUSH_INTERVAL, |act, ctx| act.flush_backend(ctx));
+        // The lease actor's mirror starts from the table as loaded.
+        self.send_lease_changes();
         // Drop waiters whose client has gone (timed out), so a proposal lost in a
         // leader change cannot leak its waiter forever.
         ctx.run_interval(std::time::Duration::from_secs(5), |act, _| {
@@ -492,6 +530,9 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.store = MvccStore::open(backend).unwrap_or_else(|e| panic!("reopening the store after a snapshot: {e}"));
             act.members = Members::load(&**act.store.backend())
                 .unwrap_or_else(|e| panic!("reloading members after a snapshot: {e}"));
+            act.leases = Leases::load(&act.store).unwrap_or_else(|e| panic!("reloading leases after a snapshot: {e}"));
+            act.leases.announce_reset();
+            act.send_lease_changes();
             act.applied_index = act.store.consistent_index();
             act.flushed_index = act.applied_index;
             act.snapshot_index = act.applied_index;
@@ -513,6 +554,14 @@ impl Handler<ReadHistory> for StoreActor {
             mvcc::MvccError::FutureRev { .. } => RequestError::FutureRevision,
             other => RequestError::Internal(other.to_string()),
         })
+    }
+}
+
+impl Handler<GetLease> for StoreActor {
+    type Result = MessageResult<GetLease>;
+    fn handle(&mut self, msg: GetLease, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("GetLease");
+        MessageResult(self.leases.get(msg.0).map(|l| (l.ttl, l.keys.iter().cloned().collect())))
     }
 }
 

@@ -7,6 +7,7 @@
 //! cluster id, member id and term at the edge.
 
 use crate::error::RequestError;
+use crate::kv::leases::{GrantError, Leases};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb;
 use crate::proto::steadpb::{internal_request, InternalRequest};
@@ -34,6 +35,11 @@ pub enum Response {
     Range(pb::RangeResponse),
     /// After a membership change: every member.
     Members(Vec<pb::Member>),
+    LeaseGrant(pb::LeaseGrantResponse),
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    LeaseCheckpoint(pb::LeaseCheckpointResponse),
+    /// A keep-alive renewed through the log (TTL: the granted TTL).
+    LeaseRenew(pb::LeaseKeepAliveResponse),
 }
 
 /// A fault of the store itself (not of the request): the node must stop rather
@@ -64,8 +70,74 @@ fn request_error(e: &MvccError) -> Option<RequestError> {
 /// batch becomes one backend write). The entry's changes and the consistent index
 /// land together, also when the request fails: it still used up its log entry and
 /// must never be applied again.
-pub fn apply_entry(batch: &mut ApplyBatch<'_>, index: u64, req: &InternalRequest) -> Result<Applied, ApplyFault> {
+///
+/// `leases` is the lease table: puts check and attach their lease, lease entries
+/// change it (staged into the same batch).
+pub fn apply_entry(
+    batch: &mut ApplyBatch<'_>,
+    index: u64,
+    req: &InternalRequest,
+    leases: &mut Leases,
+) -> Result<Applied, ApplyFault> {
     let fault = |source| ApplyFault { index, source };
+    match &req.request {
+        Some(internal_request::Request::LeaseGrant(g)) => {
+            let response = match leases.grant(batch, g.id, g.ttl) {
+                Ok(()) => Ok(Response::LeaseGrant(pb::LeaseGrantResponse {
+                    header: header(batch.store().current_revision()),
+                    id: g.id,
+                    ttl: g.ttl,
+                    error: String::new(),
+                })),
+                Err(GrantError::Exists) => Err(RequestError::LeaseExists),
+                Err(GrantError::TtlTooLarge) => Err(RequestError::LeaseTtlTooLarge),
+                Err(GrantError::NoId) => Err(RequestError::LeaseNotFound),
+            };
+            batch.set_consistent_index(index).map_err(fault)?;
+            return Ok(Applied { response, events: Vec::new() });
+        }
+        Some(internal_request::Request::LeaseRevoke(r)) => {
+            let Some(lease) = leases.get(r.id) else {
+                batch.set_consistent_index(index).map_err(fault)?;
+                return Ok(Applied { response: Err(RequestError::LeaseNotFound), events: Vec::new() });
+            };
+            // etcd's lessor Revoke: every attached key deleted in one txn (one
+            // revision), in key order.
+            let keys: Vec<Vec<u8>> = lease.keys.iter().cloned().collect();
+            let mut txn = batch.write();
+            for key in &keys {
+                txn.delete_range(key, &[]).map_err(fault)?;
+            }
+            let committed = txn.commit(index).map_err(fault)?;
+            leases.track(&committed.changes);
+            leases.remove(batch, r.id);
+            let response = Response::LeaseRevoke(pb::LeaseRevokeResponse { header: header(committed.revision) });
+            return Ok(Applied { response: Ok(response), events: committed.changes });
+        }
+        Some(internal_request::Request::LeaseCheckpoint(c)) => {
+            for cp in &c.checkpoints {
+                leases.checkpoint(batch, cp.id, cp.remaining_ttl);
+            }
+            batch.set_consistent_index(index).map_err(fault)?;
+            let response = Response::LeaseCheckpoint(pb::LeaseCheckpointResponse {
+                header: header(batch.store().current_revision()),
+            });
+            return Ok(Applied { response: Ok(response), events: Vec::new() });
+        }
+        Some(internal_request::Request::LeaseRenew(k)) => {
+            let response = match leases.renew(batch, k.id) {
+                Some(ttl) => Ok(Response::LeaseRenew(pb::LeaseKeepAliveResponse {
+                    header: header(batch.store().current_revision()),
+                    id: k.id,
+                    ttl,
+                })),
+                None => Err(RequestError::LeaseNotFound),
+            };
+            batch.set_consistent_index(index).map_err(fault)?;
+            return Ok(Applied { response, events: Vec::new() });
+        }
+        _ => {}
+    }
     if let Some(internal_request::Request::Compaction(c)) = &req.request {
         let response = match batch.compact(c.revision) {
             Ok(done) => Ok(Response::Compaction(pb::CompactionResponse { header: header(done.revision) })),
@@ -76,21 +148,28 @@ pub fn apply_entry(batch: &mut ApplyBatch<'_>, index: u64, req: &InternalRequest
     }
 
     let mut txn = batch.write();
+    let mut writer = Writer { txn: &mut txn, leases };
     let outcome = match &req.request {
-        Some(internal_request::Request::Put(p)) => put(&mut txn, p).map(Response::Put),
-        Some(internal_request::Request::DeleteRange(d)) => delete_range(&mut txn, d).map(Response::DeleteRange),
-        Some(internal_request::Request::Txn(t)) => txn_in(&mut txn, t).map(Response::Txn),
-        // Compaction is handled above; membership records by the store actor.
+        Some(internal_request::Request::Put(p)) => writer.put_op(p).map(Response::Put),
+        Some(internal_request::Request::DeleteRange(d)) => writer.delete_op(d).map(Response::DeleteRange),
+        Some(internal_request::Request::Txn(t)) => txn_in(&mut writer, t).map(Response::Txn),
+        // Compaction and leases are handled above; membership records by the
+        // store actor.
         Some(
             internal_request::Request::Compaction(_)
             | internal_request::Request::MemberAttributes(_)
-            | internal_request::Request::MemberPeerUrls(_),
+            | internal_request::Request::MemberPeerUrls(_)
+            | internal_request::Request::LeaseGrant(_)
+            | internal_request::Request::LeaseRevoke(_)
+            | internal_request::Request::LeaseCheckpoint(_)
+            | internal_request::Request::LeaseRenew(_),
         )
         | None => Err(Failure::Request(RequestError::Malformed("not a KV request in log entry".into()))),
     };
     match outcome {
         Ok(response) => {
             let committed = txn.commit(index).map_err(fault)?;
+            leases.track(&committed.changes);
             Ok(Applied { response: Ok(response), events: committed.changes })
         }
         Err(Failure::Request(e)) => {
@@ -140,6 +219,10 @@ trait ReadView {
     fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError>;
     fn view_revision(&self) -> i64;
     fn compacted_revision(&self) -> i64;
+    /// Whether a lease exists (a put naming one that does not fails).
+    fn lease_exists(&self, _id: i64) -> bool {
+        false
+    }
 }
 
 impl ReadView for WriteTxn<'_> {
@@ -228,10 +311,8 @@ fn range_in(view: &dyn ReadView, r: &pb::RangeRequest) -> Result<pb::RangeRespon
     Ok(pb::RangeResponse { header: header(rr.rev), kvs, more, count })
 }
 
-fn put(txn: &mut WriteTxn<'_>, p: &pb::PutRequest) -> Result<pb::PutResponse, Failure> {
-    // Leases arrive with the lease issue; until then no lease exists, exactly as
-    // on an etcd member that has granted none.
-    if p.lease != 0 {
+fn put(txn: &mut WriteTxn<'_>, p: &pb::PutRequest, leases: &Leases) -> Result<pb::PutResponse, Failure> {
+    if p.lease != 0 && !leases.contains(p.lease) {
         return Err(RequestError::LeaseNotFound.into());
     }
     let need_prev = p.ignore_value || p.ignore_lease || p.prev_kv;
@@ -345,7 +426,7 @@ fn check_txn_ops(view: &dyn ReadView, t: &pb::TxnRequest, path: &[bool], at: &mu
                 }
             }
             Some(request_op::Request::RequestPut(p)) => {
-                if p.lease != 0 {
+                if p.lease != 0 && !view.lease_exists(p.lease) {
                     return Err(RequestError::LeaseNotFound.into());
                 }
                 if p.ignore_value || p.ignore_lease {
@@ -369,12 +450,33 @@ trait TxnOps: ReadView {
     fn delete_op(&mut self, d: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, Failure>;
 }
 
-impl TxnOps for WriteTxn<'_> {
+/// A write txn with the lease table it checks puts against.
+struct Writer<'a, 'b> {
+    txn: &'a mut WriteTxn<'b>,
+    leases: &'a Leases,
+}
+
+impl ReadView for Writer<'_, '_> {
+    fn range_at(&self, key: &[u8], end: &[u8], rev: i64, limit: usize) -> Result<mvcc::RangeResult, MvccError> {
+        self.txn.range(key, end, rev, limit)
+    }
+    fn view_revision(&self) -> i64 {
+        self.txn.rev()
+    }
+    fn compacted_revision(&self) -> i64 {
+        self.txn.compact_revision()
+    }
+    fn lease_exists(&self, id: i64) -> bool {
+        self.leases.contains(id)
+    }
+}
+
+impl TxnOps for Writer<'_, '_> {
     fn put_op(&mut self, p: &pb::PutRequest) -> Result<pb::PutResponse, Failure> {
-        put(self, p)
+        put(self.txn, p, self.leases)
     }
     fn delete_op(&mut self, d: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, Failure> {
-        delete_range(self, d)
+        delete_range(self.txn, d)
     }
 }
 
@@ -457,7 +559,8 @@ mod tests {
     fn apply(store: &mut MvccStore, index: u64, request: internal_request::Request) -> Result<Response, RequestError> {
         let req = InternalRequest { header: Some(RequestHeader { id: index, proposer: 1 }), request: Some(request) };
         let mut batch = store.apply_batch();
-        let applied = apply_entry(&mut batch, index, &req).expect("no storage fault");
+        let mut leases = Leases::default();
+        let applied = apply_entry(&mut batch, index, &req, &mut leases).expect("no storage fault");
         batch.finish().expect("write");
         applied.response
     }

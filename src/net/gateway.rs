@@ -161,10 +161,105 @@ async fn move_leader(s: web::Data<ClientService>, body: web::Payload) -> HttpRes
     unary(s, rpc(MAINTENANCE, "MoveLeader"), body, |s, r| async move { s.move_leader(r).await }).await
 }
 
+async fn lease_grant(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(LEASE, "LeaseGrant"), body, |s, r| async move { s.lease_grant(r).await }).await
+}
+
+async fn lease_revoke(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(LEASE, "LeaseRevoke"), body, |s, r| async move { s.lease_revoke(r).await }).await
+}
+
+async fn lease_time_to_live(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(LEASE, "LeaseTimeToLive"), body, |s, r| async move { s.lease_time_to_live(r).await }).await
+}
+
+async fn lease_leases(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(LEASE, "LeaseLeases"), body, |s, _: pb::LeaseLeasesRequest| async move { s.lease_leases().await }).await
+}
+
+/// etcd's gateway keep-alive stream: the body is a stream of JSON
+/// `LeaseKeepAliveRequest` objects, read as they arrive; each is answered by a
+/// `{"result": LeaseKeepAliveResponse}` line. The stream ends when the body does
+/// (etcd's server returns on the client's EOF), or with an `{"error": …}` line
+/// when a keep-alive fails.
+async fn lease_keep_alive(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    use futures::StreamExt;
+    let limit = body_limit(s.limits().max_request_bytes);
+    struct State {
+        service: ClientService,
+        payload: web::Payload,
+        buf: Vec<u8>,
+        done: bool,
+        limit: usize,
+    }
+    fn line<T: Serialize>(v: &T) -> web::Bytes {
+        let mut l = serde_json::to_vec(v).unwrap_or_default();
+        l.push(b'\n');
+        web::Bytes::from(l)
+    }
+    fn error_line(e: &RequestError) -> web::Bytes {
+        let (code, text) = etcd_status(e);
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        line(&serde_json::json!({"error": {
+            "grpc_code": code as i32,
+            "http_code": status.as_u16(),
+            "message": text,
+            "http_status": status.canonical_reason().unwrap_or(""),
+        }}))
+    }
+    let state = State { service: s.get_ref().clone(), payload: body, buf: Vec::new(), done: false, limit };
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            // A complete request buffered?
+            let mut values = serde_json::Deserializer::from_slice(&st.buf).into_iter::<pb::LeaseKeepAliveRequest>();
+            match values.next() {
+                Some(Ok(req)) => {
+                    let used = values.byte_offset();
+                    st.buf.drain(..used);
+                    let out = match st.service.lease_keep_alive(req.id).await {
+                        Ok(resp) => {
+                            #[derive(Serialize)]
+                            struct Frame<'a> {
+                                result: &'a pb::LeaseKeepAliveResponse,
+                            }
+                            line(&Frame { result: &resp })
+                        }
+                        Err(e) => {
+                            st.done = true;
+                            error_line(&e)
+                        }
+                    };
+                    return Some((Ok::<_, actix_web::Error>(out), st));
+                }
+                Some(Err(e)) if !e.is_eof() => {
+                    st.done = true;
+                    return Some((Ok(error_line(&RequestError::Malformed(e.to_string()))), st));
+                }
+                _ => {}
+            }
+            match st.payload.next().await {
+                Some(Ok(chunk)) => {
+                    if st.buf.len() + chunk.len() > st.limit {
+                        st.done = true;
+                        return Some((Ok(error_line(&RequestError::RequestTooLarge)), st));
+                    }
+                    st.buf.extend_from_slice(&chunk);
+                }
+                _ => return None,
+            }
+        }
+    });
+    HttpResponse::Ok().content_type("application/json").streaming(stream)
+}
+
 /// etcd's gRPC service names, for the metrics' `grpc_service` label.
 const KV: &str = "etcdserverpb.KV";
 const CLUSTER: &str = "etcdserverpb.Cluster";
 const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+const LEASE: &str = "etcdserverpb.Lease";
 
 const fn rpc(service: &'static str, method: &'static str) -> Rpc {
     Rpc { service, method }
@@ -199,6 +294,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/kv/txn", web::post().to(txn))
         .route("/v3/kv/compaction", web::post().to(compaction))
         .route("/v3/watch", web::post().to(crate::net::gateway_watch::watch))
+        .route("/v3/lease/grant", web::post().to(lease_grant))
+        .route("/v3/lease/revoke", web::post().to(lease_revoke))
+        .route("/v3/kv/lease/revoke", web::post().to(lease_revoke))
+        .route("/v3/lease/keepalive", web::post().to(lease_keep_alive))
+        .route("/v3/lease/timetolive", web::post().to(lease_time_to_live))
+        .route("/v3/kv/lease/timetolive", web::post().to(lease_time_to_live))
+        .route("/v3/lease/leases", web::post().to(lease_leases))
+        .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
         .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
         .route("/v3/cluster/member/list", web::post().to(member_list))

@@ -1,6 +1,6 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
-//! `KV`, `Cluster`, `Watch` and `Maintenance.Status`/`MoveLeader` are served;
+//! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader` are served;
 //! every other RPC of etcd's services is registered and answers `Unimplemented`
 //! with a "stead: ... is not implemented yet" text, never a fake success.
 //!
@@ -44,8 +44,8 @@ pub fn routes(service: ClientService) -> Routes {
     Routes::new(limited!(KvServer::new(KvApi { service: service.clone() })))
         .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service: service.clone() })))
         .add_service(limited!(WatchServer::new(WatchApi { service: service.clone() })))
-        .add_service(limited!(ClusterServer::new(ClusterApi { service })))
-        .add_service(limited!(LeaseServer::new(NotServed)))
+        .add_service(limited!(ClusterServer::new(ClusterApi { service: service.clone() })))
+        .add_service(limited!(LeaseServer::new(LeaseApi { service })))
         .add_service(limited!(AuthServer::new(NotServed)))
 }
 
@@ -196,18 +196,55 @@ impl Watch for WatchApi {
 /// `Unimplemented` naming the RPC rather than an anonymous "unknown service".
 struct NotServed;
 
-grpc_service! {
-    impl Lease for NotServed {
-        served {
-            type LeaseKeepAliveStream = BoxStream<'static, Result<pb::LeaseKeepAliveResponse, Status>>;
-        }
-        not_implemented("Lease") {
-            lease_grant(pb::LeaseGrantRequest) -> pb::LeaseGrantResponse = "LeaseGrant";
-            lease_revoke(pb::LeaseRevokeRequest) -> pb::LeaseRevokeResponse = "LeaseRevoke";
-            lease_keep_alive(Streaming<pb::LeaseKeepAliveRequest>) -> Self::LeaseKeepAliveStream = "LeaseKeepAlive";
-            lease_time_to_live(pb::LeaseTimeToLiveRequest) -> pb::LeaseTimeToLiveResponse = "LeaseTimeToLive";
-            lease_leases(pb::LeaseLeasesRequest) -> pb::LeaseLeasesResponse = "LeaseLeases";
-        }
+/// `etcdserverpb.Lease`: every RPC served. A keep-alive stream answers each
+/// request in order and ends when the client closes its side (as etcd).
+struct LeaseApi {
+    service: ClientService,
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseApi {
+    type LeaseKeepAliveStream = BoxStream<'static, Result<pb::LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_grant(&self, request: Request<pb::LeaseGrantRequest>) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        reply(self.service.lease_grant(request.into_inner()).await)
+    }
+
+    async fn lease_revoke(&self, request: Request<pb::LeaseRevokeRequest>) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        reply(self.service.lease_revoke(request.into_inner()).await)
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let service = self.service.clone();
+        let inbound = request.into_inner();
+        let stream = futures::stream::unfold((service, inbound, false), |(service, mut inbound, done)| async move {
+            if done {
+                return None;
+            }
+            match inbound.message().await {
+                Ok(Some(req)) => match service.lease_keep_alive(req.id).await {
+                    Ok(resp) => Some((Ok(resp), (service, inbound, false))),
+                    Err(e) => Some((Err(grpc_status(&e)), (service, inbound, true))),
+                },
+                Ok(None) => None,
+                Err(status) => Some((Err(status), (service, inbound, true))),
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        reply(self.service.lease_time_to_live(request.into_inner()).await)
+    }
+
+    async fn lease_leases(&self, _request: Request<pb::LeaseLeasesRequest>) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        reply(self.service.lease_leases().await)
     }
 }
 

@@ -62,6 +62,8 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
         FutureRevision => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
         LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+        LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
+        LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL"),
         NoLeader => (Code::Unavailable, "etcdserver: no leader"),
         Timeout => (Code::Unavailable, "etcdserver: request timed out"),
         Stopped => (Code::Unavailable, "etcdserver: server stopped"),
