@@ -39,10 +39,13 @@ pub enum NodeError {
     Wal(#[from] crate::storage::wal::WalError),
     #[error("raft: {0}")]
     Raft(#[from] crate::raft::RaftError),
+    /// The data dir does not agree with itself or with the configuration.
     #[error("{0}")]
     Mismatch(String),
-    #[error("not implemented yet: {0}")]
-    NotImplemented(String),
+    /// The member could not get going (an actor stopped, the cluster did not
+    /// answer).
+    #[error("{0}")]
+    Startup(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server: {0}")]
@@ -209,7 +212,7 @@ fn learn_identity(listener: &std::net::TcpListener, wait: Duration) -> Result<(u
         }
         tracing::warn!("joining: ignored a connection from {from} that did not open with a handshake");
     }
-    Err(NodeError::Mismatch(format!(
+    Err(NodeError::Startup(format!(
         "no member of the cluster called within {wait:?}: add this member first (`member add`), then start it"
     )))
 }
@@ -350,15 +353,15 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     });
     let store_addr = store_rx
         .await
-        .map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
-    let lease_addr = lease_rx.await.map_err(|_| NodeError::Mismatch("the Raft actor did not start".into()))?;
+        .map_err(|_| NodeError::Startup("the Raft actor did not start".into()))?;
+    let lease_addr = lease_rx.await.map_err(|_| NodeError::Startup("the Raft actor did not start".into()))?;
 
     // The hub reads history from the store from here on; the revision is asked
     // before `Attach` is sent, so every change after it reaches the hub as events.
     let store_status = store_addr
         .send(GetStatus)
         .await
-        .map_err(|_| NodeError::Mismatch("the store actor did not start".into()))?;
+        .map_err(|_| NodeError::Startup("the store actor did not start".into()))?;
     hub.send(Attach {
         history: store_addr.clone().recipient(),
         read: store_addr.clone().recipient(),
@@ -368,7 +371,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         revision: store_status.revision,
     })
     .await
-    .map_err(|_| NodeError::Mismatch("the watch hub did not start".into()))?;
+    .map_err(|_| NodeError::Startup("the watch hub did not start".into()))?;
 
     let election_timeout = Duration::from_millis(settings.election_timeout_ms);
     let limits = Limits {
@@ -384,7 +387,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // As etcd: serve clients once this member is part of a cluster with a leader
     // and has caught up with its log.
     if ready_rx.await.is_err() {
-        return Err(NodeError::Mismatch("the Raft actor stopped before the member was ready".into()));
+        return Err(NodeError::Startup("the Raft actor stopped before the member was ready".into()));
     }
     let client_urls = settings.advertise_client_urls.join(" ");
     let attributes = crate::proto::steadpb::MemberAttributes {
@@ -393,7 +396,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         client_urls: settings.advertise_client_urls.clone(),
     };
     if let Err(e) = service.publish(attributes).await {
-        return Err(NodeError::Mismatch(format!("could not publish this member's attributes to the cluster: {e}")));
+        return Err(NodeError::Startup(format!("could not publish this member's attributes to the cluster: {e}")));
     }
     tracing::info!(
         "etcdserver: published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} cluster-id {:x}",
