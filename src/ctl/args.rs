@@ -116,6 +116,8 @@ pub enum Command {
     MoveLeader(NoArgs),
     /// Watches events stream on keys or prefixes
     Watch(WatchArgs),
+    /// Lease related commands
+    Lease(LeaseArgs),
     /// Membership related commands
     Member(MemberArgs),
     /// Prints the version of steadctl
@@ -261,6 +263,48 @@ pub enum EndpointCommand {
     Status(NoArgs),
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LeaseArgs {
+    #[command(subcommand)]
+    pub command: Option<LeaseCommand>,
+}
+
+/// etcdctl's lease subcommands, in its registration order.
+#[derive(Subcommand, Debug, Clone)]
+pub enum LeaseCommand {
+    /// Creates leases
+    Grant(NoArgs),
+    /// Revokes leases
+    Revoke(NoArgs),
+    /// Get lease information
+    Timetolive(LeaseTimeToLiveArgs),
+    /// List all active leases
+    List(NoArgs),
+    /// Keeps leases alive (renew)
+    #[command(name = "keep-alive")]
+    KeepAlive(LeaseKeepAliveArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LeaseTimeToLiveArgs {
+    /// Get keys attached to this lease
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub keys: bool,
+    /// <leaseID>
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LeaseKeepAliveArgs {
+    /// Resets the keep-alive time to its original value and exits immediately
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub once: bool,
+    /// <leaseID>
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -4,7 +4,7 @@
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
 //! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
-//! `move-leader`, `watch`, `version`); the one deliberate difference is the
+//! `move-leader`, `watch`, `lease`, `version`); the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!
@@ -16,13 +16,15 @@
 //! - [`printer`], [`table`], [`gofmt`]: etcdctl's output formats, Go's text rules;
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
 //! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
-//! - [`watch`]: `watch` over the gateway's watch stream.
+//! - [`watch`]: `watch` over the gateway's watch stream;
+//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`.
 
 pub mod args;
 pub mod cluster;
 pub mod commands;
 pub mod gateway;
 pub mod gofmt;
+pub mod lease;
 pub mod ops;
 pub mod printer;
 pub mod table;
