@@ -166,6 +166,9 @@ pub struct Settings {
     pub listen_client: Vec<SocketAddr>,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer: Vec<SocketAddr>,
+    /// `--listen-metrics-urls`: extra listeners serving only `/metrics` and
+    /// `/health` (none by default; the client port serves both anyway).
+    pub listen_metrics: Vec<SocketAddr>,
     pub advertise_peer_urls: Vec<String>,
     pub initial_cluster: Vec<ClusterMember>,
     pub cluster_token: String,
@@ -476,12 +479,11 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     let auto_compaction =
         crate::compactor::AutoCompaction::parse(&raw.auto_compaction_mode, &raw.auto_compaction_retention)
             .map_err(|reason| bad("auto-compaction-retention", reason))?;
-    if !raw.listen_metrics_urls.is_empty() {
-        return Err(ConfigError::Unsupported {
-            key: "listen-metrics-urls".into(),
-            why: "the separate metrics listener is not implemented yet".into(),
-        });
-    }
+    let listen_metrics = if raw.listen_metrics_urls.trim().is_empty() {
+        Vec::new()
+    } else {
+        parse_listen_urls("listen-metrics-urls", &raw.listen_metrics_urls)?
+    };
     let log_level = match raw.log_level.as_str() {
         l @ ("debug" | "info" | "warn" | "error") => l.to_string(),
         other => return Err(bad("log-level", format!("expected debug, info, warn or error, got {other:?}"))),
@@ -498,6 +500,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         listen_client,
         advertise_client_urls,
         listen_peer,
+        listen_metrics,
         advertise_peer_urls,
         initial_cluster,
         cluster_token: token,
@@ -629,6 +632,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("default.stead"));
         assert_eq!(s.listen_client, vec!["127.0.0.1:2379".parse().unwrap()]);
         assert_eq!(s.listen_peer, vec!["127.0.0.1:2380".parse().unwrap()]);
+        assert!(s.listen_metrics.is_empty(), "no separate metrics listener by default");
         assert_eq!(s.initial_cluster.len(), 1);
         assert_eq!(s.max_request_bytes, 1_572_864);
         assert_eq!(s.max_txn_ops, 128);
@@ -700,6 +704,18 @@ initial-advertise-peer-urls = "http://127.0.0.1:22380"
         std::fs::write(&path, "heartbeat-interval = \"fast\"\n").unwrap();
         let e = load(&["--config", path.to_str().unwrap()], &[]).unwrap_err();
         assert!(e.contains("heartbeat-interval"), "{e}");
+    }
+
+    #[test]
+    fn listen_metrics_urls_are_parsed_like_the_other_listen_urls() {
+        let s = load(&["--listen-metrics-urls", "http://127.0.0.1:2381,http://127.0.0.1:0"], &[]).unwrap();
+        assert_eq!(s.listen_metrics, vec!["127.0.0.1:2381".parse().unwrap(), "127.0.0.1:0".parse().unwrap()]);
+        let s = load(&[], &[("STEAD_LISTEN_METRICS_URLS", "http://127.0.0.1:9100")]).unwrap();
+        assert_eq!(s.listen_metrics, vec!["127.0.0.1:9100".parse().unwrap()]);
+        let e = load(&["--listen-metrics-urls", "127.0.0.1:2381"], &[]).unwrap_err();
+        assert!(e.contains("listen-metrics-urls"), "{e}");
+        let e = load(&["--listen-metrics-urls", "https://127.0.0.1:2381"], &[]).unwrap_err();
+        assert!(e.contains("listen-metrics-urls") && e.contains("TLS"), "{e}");
     }
 
     #[test]

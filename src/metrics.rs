@@ -84,6 +84,9 @@ pub struct MetricSet {
     pub compact_revision: IntGauge,
     pub watcher_total: IntGauge,
     pub watch_stream_total: IntGauge,
+    // etcd_network_*, labelled by the remote member's hex id
+    pub peer_sent_bytes: IntCounterVec,
+    pub peer_received_bytes: IntCounterVec,
     // go-grpc-prometheus's, as etcd exports them
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
@@ -147,6 +150,16 @@ impl Metrics {
             compact_revision: metric!(IntGauge, o("etcd_debugging", "mvcc", "compact_revision", "The revision of the last compaction in store.")),
             watcher_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "watcher_total", "Total number of watchers.")),
             watch_stream_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "watch_stream_total", "Total number of watch streams.")),
+            peer_sent_bytes: vec_metric!(
+                IntCounterVec,
+                o("etcd", "network", "peer_sent_bytes_total", "The total number of bytes sent to peers."),
+                &["To"]
+            ),
+            peer_received_bytes: vec_metric!(
+                IntCounterVec,
+                o("etcd", "network", "peer_received_bytes_total", "The total number of bytes received from peers."),
+                &["From"]
+            ),
             grpc_started: vec_metric!(
                 IntCounterVec,
                 Opts::new("grpc_server_started_total", "Total number of RPCs started on the server."),

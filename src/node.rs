@@ -254,6 +254,42 @@ fn open_wal(dir: &Path, settings: &Settings, applied: u64) -> Result<(Wal, Resto
     Ok((wal, restored, cluster_id, member_id))
 }
 
+/// Starts the `--listen-metrics-urls` listeners: `GET /metrics` and `GET /health`
+/// only, answered from the same member state as on the client port. They stop
+/// when the client server stops (they do not handle signals themselves).
+fn serve_metrics(
+    service: ClientService,
+    listeners: Vec<std::net::TcpListener>,
+) -> Result<actix_web::dev::ServerHandle, NodeError> {
+    use actix_web::{web, App, HttpServer};
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(service.clone()))
+            .route("/metrics", web::get().to(crate::net::gateway::metrics))
+            .route("/health", web::get().to(crate::net::gateway::health))
+    })
+    .workers(1)
+    .disable_signals();
+    let mut bound = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr().map_err(NodeError::Server)?;
+        server = server.listen(listener).map_err(|source| NodeError::Listen { addr, source })?;
+        bound.push(addr);
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!("metrics listener stopped: {e}");
+        }
+    });
+    for addr in bound {
+        tracing::info!("serving metrics on http://{addr}");
+    }
+    Ok(handle)
+}
+
+
 async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let Boot {
         node,
@@ -271,6 +307,11 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // Bind first: a port in use is a start-up error, not a later surprise.
     let listeners = settings
         .listen_client
+        .iter()
+        .map(|addr| std::net::TcpListener::bind(addr).map_err(|source| NodeError::Listen { addr: *addr, source }))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics_listeners = settings
+        .listen_metrics
         .iter()
         .map(|addr| std::net::TcpListener::bind(addr).map_err(|source| NodeError::Listen { addr: *addr, source }))
         .collect::<Result<Vec<_>, _>>()?;
@@ -384,6 +425,13 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         .with_watch(hub)
         .with_leases(lease_addr)
         .with_metrics(metrics);
+    // As etcd: the metrics listeners serve from here on, before the member is
+    // ready (`/health` answers false until then).
+    let metrics_server = if metrics_listeners.is_empty() {
+        None
+    } else {
+        Some(serve_metrics(service.clone(), metrics_listeners)?)
+    };
     // As etcd: serve clients once this member is part of a cluster with a leader
     // and has caught up with its log.
     if ready_rx.await.is_err() {
@@ -422,7 +470,11 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     for addr in &bound {
         tracing::info!("embed: serving insecure client requests on {addr}, this is strongly discouraged!");
     }
-    server.run().await.map_err(NodeError::Server)?;
+    let served = server.run().await.map_err(NodeError::Server);
+    if let Some(handle) = metrics_server {
+        handle.stop(true).await;
+    }
+    served?;
     tracing::info!("stopped serving; shutting down");
     System::current().stop();
     Ok(())

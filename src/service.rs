@@ -15,7 +15,7 @@ use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
 };
 use crate::actors::lease::{self, LeaseActor};
-use crate::actors::store::{GetLease, GetMembers, GetStatus, Read, ReadRequest, StoreActor};
+use crate::actors::store::{DumpSnapshot, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
 use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
@@ -304,6 +304,35 @@ impl ClientService {
         })
     }
 
+    /// etcd's HashKV: the member's own key space hashed up to `revision` (0: the
+    /// current revision), read locally as etcd does (no ReadIndex). The header's
+    /// revision is the current one, as etcd's.
+    pub async fn hash_kv(&self, r: pb::HashKvRequest) -> Result<pb::HashKvResponse, RequestError> {
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let h = self.store.send(HashKv { revision: r.revision }).await.map_err(|_| RequestError::Stopped)??;
+        Ok(pb::HashKvResponse {
+            header: Some(pb::ResponseHeader {
+                cluster_id: raft.cluster_id,
+                member_id: raft.member_id,
+                revision: h.current_revision,
+                raft_term: raft.term,
+            }),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        })
+    }
+
+    /// etcd's Snapshot: the whole backend as one CRC-checked dump (see
+    /// `storage::snapshot`), cut into `SNAPSHOT_CHUNK_BYTES` answers whose
+    /// `remaining_bytes` counts what follows each. Unlike etcd, no sha256 of the
+    /// stream is appended: no sha2 implementation is among the dependencies, and
+    /// the dump carries its own checksum (`storage::snapshot::inspect` checks it).
+    pub async fn snapshot(&self) -> Result<Vec<pb::SnapshotResponse>, RequestError> {
+        let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
+        let header = self.kv_header().await?;
+        Ok(snapshot_chunks(header, &data))
+    }
+
     /// The header of a Cluster answer: as etcd's, it names cluster, member and
     /// term, but no revision (membership is not part of the key space).
     async fn header(&self) -> Result<pb::ResponseHeader, RequestError> {
@@ -464,6 +493,29 @@ impl ClientService {
             }
         }
     }
+}
+
+/// The size of one Snapshot answer's blob (etcd sends 32 KiB; fewer, larger
+/// messages cost less here and stay far below gRPC's limits).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// `data` as Snapshot answers: each chunk with the header and how many bytes
+/// follow it (0 on the last). An empty dump still gives one (empty) answer.
+fn snapshot_chunks(header: pb::ResponseHeader, data: &[u8]) -> Vec<pb::SnapshotResponse> {
+    if data.is_empty() {
+        return vec![pb::SnapshotResponse { header: Some(header), remaining_bytes: 0, blob: Vec::new() }];
+    }
+    let mut sent = 0;
+    data.chunks(SNAPSHOT_CHUNK_BYTES)
+        .map(|chunk| {
+            sent += chunk.len();
+            pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: (data.len() - sent) as u64,
+                blob: chunk.to_vec(),
+            }
+        })
+        .collect()
 }
 
 /// An actor's answer on `rx`, waited for until `deadline`.

@@ -240,9 +240,9 @@ fn services_not_served_yet_answer_unimplemented() {
             "stead: etcdserverpb.Maintenance/Defragment is not implemented yet",
         );
         assert_status(
-            MaintenanceClient::new(channel.clone()).hash_kv(pb::HashKvRequest::default()).await,
+            MaintenanceClient::new(channel.clone()).hash(pb::HashRequest::default()).await,
             Code::Unimplemented,
-            "stead: etcdserverpb.Maintenance/HashKV is not implemented yet",
+            "stead: etcdserverpb.Maintenance/Hash is not implemented yet",
         );
         // Writes did not happen behind an error: the store is still at its start.
         let got = KvClient::new(channel).range(get("k")).await.expect("range").into_inner();

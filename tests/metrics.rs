@@ -143,4 +143,29 @@ fn every_member_sees_the_leader_and_applies_the_writes() {
         assert_eq!(value(&text, "etcd_debugging_mvcc_keys_total"), 1.0, "member {i}");
         assert!(value(&text, "etcd_disk_wal_fsync_duration_seconds_count") > 0.0, "member {i}");
     }
+    // etcd's peer traffic counters: every member has sent to and received from
+    // each of the other two (heartbeats at least), labelled by their hex ids.
+    let ids: Vec<String> = c
+        .members
+        .iter()
+        .map(|m| {
+            let (code, got) = m.post("/v3/kv/range", &json!({"key": b64("k")}).to_string());
+            assert_eq!(code, 200, "{got}");
+            let id: u64 = got["header"]["member_id"].as_str().and_then(|v| v.parse().ok()).expect("a member id");
+            format!("{id:x}")
+        })
+        .collect();
+    for (i, m) in c.members.iter().enumerate() {
+        let text = scrape(m);
+        for (j, other) in ids.iter().enumerate() {
+            let sent = labelled(&text, &format!("etcd_network_peer_sent_bytes_total{{To=\"{other}\"}}"));
+            let received = labelled(&text, &format!("etcd_network_peer_received_bytes_total{{From=\"{other}\"}}"));
+            if i == j {
+                assert_eq!((sent, received), (0.0, 0.0), "member {i} counts traffic with itself:\n{text}");
+            } else {
+                assert!(sent > 0.0, "member {i} sent nothing to {other}:\n{text}");
+                assert!(received > 0.0, "member {i} received nothing from {other}:\n{text}");
+            }
+        }
+    }
 }

@@ -331,6 +331,7 @@ impl RaftActor {
             let unreachable = ctx.address().recipient();
             match PeerActor::new(config, unreachable, ctx.address().recipient()) {
                 Ok(actor) => {
+                    let actor = actor.with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[format!("{id:x}").as_str()]));
                     let link = PeerActor::start_in_arbiter(&self.peer_arbiter, move |_| actor);
                     self.peers.insert(id, (m.peer_ur_ls.clone(), link));
                 }
@@ -410,13 +411,15 @@ impl Actor for RaftActor {
         }
         if let Some(socket) = self.peer_socket.take() {
             let members: Vec<NodeId> = self.boot_members.iter().map(|m| m.id).collect();
-            match PeerListener::start(
+            match PeerListener::start_counted(
                 socket,
                 self.cluster_id,
                 self.member_id,
                 members,
                 ctx.address().recipient(),
                 ctx.address().recipient(),
+                PeerLimits::default(),
+                Some(self.metrics.peer_received_bytes.clone()),
             ) {
                 Ok(listener) => self.peer_listener = Some(listener),
                 Err(e) => panic!("cannot serve the peer port: {e}"),

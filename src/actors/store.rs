@@ -140,6 +140,14 @@ pub struct ReadHistory {
 #[rtype(result = "Result<(Vec<u8>, u64), RequestError>")]
 pub struct DumpSnapshot;
 
+/// etcd's HashKV: the hash of the key space up to `revision` (0: the current
+/// revision), with the compacted and current revisions.
+#[derive(Message)]
+#[rtype(result = "Result<mvcc::HashKv, RequestError>")]
+pub struct HashKv {
+    pub revision: i64,
+}
+
 /// Replaces the whole state with a leader's dump. Answered with the applied index
 /// the dump holds, once it is durable: only then may Raft record the snapshot.
 #[derive(Message)]
@@ -493,6 +501,18 @@ impl Handler<DumpSnapshot> for StoreActor {
         let data = crate::storage::snapshot::dump_bounded(&**self.store.backend(), crate::net::peer::SNAPSHOT_BYTES_MAX_DEFAULT as usize)
             .map_err(|e| RequestError::Internal(format!("snapshot dump: {e}")))?;
         Ok((data, self.applied_index))
+    }
+}
+
+impl Handler<HashKv> for StoreActor {
+    type Result = Result<mvcc::HashKv, RequestError>;
+    fn handle(&mut self, msg: HashKv, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("HashKv");
+        self.store().hash_kv(msg.revision).map_err(|e| match e {
+            mvcc::MvccError::Compacted { .. } => RequestError::Compacted,
+            mvcc::MvccError::FutureRev { .. } => RequestError::FutureRevision,
+            other => RequestError::Internal(other.to_string()),
+        })
     }
 }
 

@@ -137,6 +137,13 @@ async fn status(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse
     unary(s, rpc(MAINTENANCE, "Status"), body, |s, _: crate::proto::etcdserverpb::StatusRequest| async move { s.status().await }).await
 }
 
+/// etcd's gateway maps both Hash and HashKV to `/v3/maintenance/hash`; its
+/// grpc-gateway mux serves the pattern registered last, HashKV, so this does
+/// too (an absent `revision` hashes at the current revision).
+async fn hash_kv(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(MAINTENANCE, "HashKV"), body, |s, r: crate::proto::etcdserverpb::HashKvRequest| async move { s.hash_kv(r).await }).await
+}
+
 async fn member_list(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberList"), body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
 }
@@ -265,12 +272,15 @@ const fn rpc(service: &'static str, method: &'static str) -> Rpc {
     Rpc { service, method }
 }
 
-/// Prometheus' text format: etcd's metrics and stead's per-actor ones.
-async fn metrics(s: web::Data<ClientService>) -> HttpResponse {
+/// Prometheus' text format: etcd's metrics and stead's per-actor ones. Also
+/// served on `--listen-metrics-urls`.
+pub(crate) async fn metrics(s: web::Data<ClientService>) -> HttpResponse {
     HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(s.metrics_text().await)
 }
 
-async fn health(s: web::Data<ClientService>) -> HttpResponse {
+/// etcd's `/health`: true once a linearizable read completes in time. Also served
+/// on `--listen-metrics-urls`.
+pub(crate) async fn health(s: web::Data<ClientService>) -> HttpResponse {
     let healthy = s.healthy().await;
     let body = if healthy { r#"{"health":"true"}"# } else { r#"{"health":"false"}"# };
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -303,6 +313,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/lease/leases", web::post().to(lease_leases))
         .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
+        .route("/v3/maintenance/hash", web::post().to(hash_kv))
         .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
         .route("/v3/cluster/member/list", web::post().to(member_list))
         .route("/v3/cluster/member/add", web::post().to(member_add))

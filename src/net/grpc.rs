@@ -1,6 +1,7 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
-//! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader` are served;
+//! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader`/`HashKV`/
+//! `Snapshot` are served;
 //! every other RPC of etcd's services is registered and answers `Unimplemented`
 //! with a "stead: ... is not implemented yet" text, never a fake success.
 //!
@@ -114,7 +115,8 @@ impl Kv for KvApi {
     }
 }
 
-/// `etcdserverpb.Maintenance`: `Status` served, the rest not yet.
+/// `etcdserverpb.Maintenance`: `Status`, `MoveLeader`, `HashKV` and `Snapshot`
+/// served, the rest not yet.
 struct MaintenanceApi {
     service: ClientService,
 }
@@ -131,13 +133,20 @@ grpc_service! {
             async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
                 reply(self.service.move_leader(request.into_inner()).await)
             }
+
+            async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+                reply(self.service.hash_kv(request.into_inner()).await)
+            }
+
+            async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+                let chunks = self.service.snapshot().await.map_err(|e| grpc_status(&e))?;
+                Ok(Response::new(futures::stream::iter(chunks.into_iter().map(Ok)).boxed()))
+            }
         }
         not_implemented("Maintenance") {
             alarm(pb::AlarmRequest) -> pb::AlarmResponse = "Alarm";
             defragment(pb::DefragmentRequest) -> pb::DefragmentResponse = "Defragment";
             hash(pb::HashRequest) -> pb::HashResponse = "Hash";
-            hash_kv(pb::HashKvRequest) -> pb::HashKvResponse = "HashKV";
-            snapshot(pb::SnapshotRequest) -> Self::SnapshotStream = "Snapshot";
         }
     }
 }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -183,6 +184,8 @@ struct LinkParams {
     socket_addr: String,
     handshake: Handshake,
     limits: PeerLimits,
+    /// Bytes written to the remote member (etcd's `peer_sent_bytes_total{To}`).
+    sent_bytes: Option<IntCounter>,
 }
 
 impl PeerActor {
@@ -206,6 +209,7 @@ impl PeerActor {
                     to: config.remote_member_id,
                 },
                 limits: config.limits,
+                sent_bytes: None,
             },
             unreachable,
             snapshot_sent,
@@ -214,6 +218,12 @@ impl PeerActor {
             link_task: None,
             queue_full_reported: false,
         })
+    }
+
+    /// Counts every byte this link writes in `counter`.
+    pub fn with_sent_bytes(mut self, counter: IntCounter) -> Self {
+        self.link.sent_bytes = Some(counter);
+        self
     }
 
     fn remote(&self) -> NodeId {
@@ -385,7 +395,7 @@ async fn run_link(
             Ok(stream) => {
                 tracing::info!(remote, addr = link.socket_addr, "peer link connected");
                 failures_in_a_row = 0;
-                match serve_link(stream, &mut queue, limits).await {
+                match serve_link(stream, &mut queue, limits, link.sent_bytes.as_ref()).await {
                     LinkEnd::QueueClosed => return,
                     LinkEnd::Failed(error) => {
                         tracing::warn!(remote, addr = link.socket_addr, %error, "peer link lost");
@@ -451,7 +461,7 @@ async fn connect(link: &LinkParams) -> Result<TcpStream, PeerError> {
     stream.set_nodelay(true)?;
     let mut stream = stream;
     let handshake = codec::encode_frame(&Frame::Handshake(link.handshake), limits.frame_bytes_max)?;
-    write_with_timeout(&mut stream, &handshake, limits.write_timeout).await?;
+    write_with_timeout(&mut stream, &handshake, limits.write_timeout, link.sent_bytes.as_ref()).await?;
     Ok(stream)
 }
 
@@ -459,10 +469,14 @@ async fn write_with_timeout<W: AsyncWriteExt + Unpin>(
     writer: &mut W,
     bytes: &[u8],
     timeout: Duration,
+    sent: Option<&IntCounter>,
 ) -> Result<(), PeerError> {
     tokio::time::timeout(timeout, writer.write_all(bytes))
         .await
         .map_err(|_| PeerError::WriteTimeout(timeout))??;
+    if let Some(sent) = sent {
+        sent.inc_by(bytes.len() as u64);
+    }
     Ok(())
 }
 
@@ -474,6 +488,7 @@ async fn serve_link(
     stream: TcpStream,
     queue: &mut mpsc::Receiver<Outbound>,
     limits: &PeerLimits,
+    sent: Option<&IntCounter>,
 ) -> LinkEnd {
     let (mut reader, mut writer) = stream.into_split();
     let mut probe = [0u8; 64];
@@ -498,11 +513,11 @@ async fn serve_link(
                 }
             }
             if !batch.is_empty() {
-                if let Err(error) = write_batch(&mut writer, batch, limits).await {
+                if let Err(error) = write_batch(&mut writer, batch, limits, sent).await {
                     return LinkEnd::Failed(error);
                 }
             }
-            match snapshot.write_next_chunk(&mut writer, limits).await {
+            match snapshot.write_next_chunk(&mut writer, limits, sent).await {
                 Ok(false) => {}
                 Ok(true) => {
                     if let Some(done) = streaming.take() {
@@ -532,7 +547,7 @@ async fn serve_link(
             // snapshot; from the second on, such messages may go first.
             Outbound::Snapshot(snapshot) => match StreamingSnapshot::start(snapshot, limits) {
                 None => Ok(()),
-                Some(mut snapshot) => match snapshot.write_next_chunk(&mut writer, limits).await {
+                Some(mut snapshot) => match snapshot.write_next_chunk(&mut writer, limits, sent).await {
                     Ok(true) => {
                         snapshot.finish();
                         Ok(())
@@ -556,7 +571,7 @@ async fn serve_link(
                         Err(_) => break,
                     }
                 }
-                write_batch(&mut writer, batch, limits).await
+                write_batch(&mut writer, batch, limits, sent).await
             }
         };
         if let Err(error) = result {
@@ -620,6 +635,7 @@ impl StreamingSnapshot {
         &mut self,
         writer: &mut OwnedWriteHalf,
         limits: &PeerLimits,
+        sent: Option<&IntCounter>,
     ) -> Result<bool, PeerError> {
         let end = self.data.len().min(self.written + self.chunk_bytes);
         let data = &self.data[self.written..end];
@@ -632,7 +648,7 @@ impl StreamingSnapshot {
             limits.frame_bytes_max,
         )?;
         let timeout = snapshot_write_timeout(limits, bytes.len());
-        write_with_timeout(writer, &bytes, timeout).await?;
+        write_with_timeout(writer, &bytes, timeout, sent).await?;
         self.written = end;
         self.chunks_written += 1;
         Ok(self.written == self.data.len())
@@ -664,12 +680,13 @@ async fn write_batch(
     writer: &mut OwnedWriteHalf,
     batch: Vec<Message>,
     limits: &PeerLimits,
+    sent: Option<&IntCounter>,
 ) -> Result<(), PeerError> {
     // A stack of parts, next to send on top, so the order is kept.
     let mut parts = vec![batch];
     while let Some(mut part) = parts.pop() {
         match codec::encode_messages(&part, limits.frame_bytes_max) {
-            Ok(bytes) => write_with_timeout(writer, &bytes, limits.write_timeout).await?,
+            Ok(bytes) => write_with_timeout(writer, &bytes, limits.write_timeout, sent).await?,
             Err(PeerError::FrameTooLarge {
                 len_bytes,
                 max_bytes,

@@ -95,6 +95,9 @@ struct ListenerShared {
     limits: PeerLimits,
     deliver: Recipient<InboundMessages>,
     deliver_snapshot: Recipient<InboundSnapshot>,
+    /// Bytes read from each remote member, by its hex id (etcd's
+    /// `peer_received_bytes_total{From}`).
+    received_bytes: Option<prometheus::IntCounterVec>,
 }
 
 impl PeerListener {
@@ -131,6 +134,22 @@ impl PeerListener {
         deliver_snapshot: Recipient<InboundSnapshot>,
         limits: PeerLimits,
     ) -> Result<PeerListener, PeerError> {
+        Self::start_counted(listener, cluster_id, local_member_id, members, deliver, deliver_snapshot, limits, None)
+    }
+
+    /// [`PeerListener::start_with_limits`], counting the bytes read from each
+    /// remote member (label: its hex id) in `received_bytes`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_counted(
+        listener: std::net::TcpListener,
+        cluster_id: u64,
+        local_member_id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        deliver: Recipient<InboundMessages>,
+        deliver_snapshot: Recipient<InboundSnapshot>,
+        limits: PeerLimits,
+        received_bytes: Option<prometheus::IntCounterVec>,
+    ) -> Result<PeerListener, PeerError> {
         limits.validate()?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
@@ -143,6 +162,7 @@ impl PeerListener {
             limits,
             deliver,
             deliver_snapshot,
+            received_bytes,
         });
         tracing::info!(
             addr = %local_addr,
@@ -279,6 +299,10 @@ async fn serve_connection(
     let remote = handshake.from;
     let remote_hex = format!("{remote:x}");
     tracing::info!(remote = remote_hex, "peer connection accepted");
+    let received = shared.received_bytes.as_ref().map(|v| v.with_label_values(&[remote_hex.as_str()]));
+    if let Some(received) = &received {
+        received.inc_by((codec::FRAME_HEADER_BYTES + buf.len()) as u64);
+    }
     let mut reassembly = Reassembly::Idle;
 
     loop {
@@ -286,6 +310,10 @@ async fn serve_connection(
         else {
             return Ok(());
         };
+        if let Some(received) = &received {
+            // `buf` holds the frame's payload once read.
+            received.inc_by((codec::FRAME_HEADER_BYTES + buf.len()) as u64);
+        }
         // A member removed since the handshake loses its connection here.
         let still_a_member = || {
             if members.borrow().contains(&remote) {
