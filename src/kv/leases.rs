@@ -15,12 +15,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::ops::Bound;
 
 use prost::Message as _;
 
 use crate::proto::steadpb::LeaseRecord;
-use crate::storage::backend::{BackendError, Bucket, Scan};
+use crate::storage::backend::{BackendError, Bucket};
 use crate::storage::mvcc::{ApplyBatch, Event, EventKind, MvccStore};
 
 /// etcd's `MaxLeaseTTL` (seconds).
@@ -93,23 +92,11 @@ impl Leases {
     /// Loads the table from the backend and attaches every live key that names
     /// a lease of it (a key naming a lease that is gone stays as it is, as etcd).
     pub fn load(store: &MvccStore) -> Result<Leases, BackendError> {
-        let mut by_id = BTreeMap::new();
-        let mut bad = None;
-        store.backend().scan(Bucket::Lease, Bound::Unbounded, Bound::Unbounded, &mut |_, value| {
-            match LeaseRecord::decode(value) {
-                Ok(r) => {
-                    by_id.insert(r.id, Lease { id: r.id, ttl: r.ttl, remaining_ttl: r.remaining_ttl, keys: BTreeSet::new() });
-                    Scan::Continue
-                }
-                Err(e) => {
-                    bad = Some(e.to_string());
-                    Scan::Stop
-                }
-            }
-        })?;
-        if let Some(e) = bad {
-            return Err(BackendError::Engine(format!("undecodable lease record: {e}")));
-        }
+        let records: Vec<LeaseRecord> = super::load_records(&**store.backend(), Bucket::Lease, "lease")?;
+        let by_id = records
+            .into_iter()
+            .map(|r| (r.id, Lease { id: r.id, ttl: r.ttl, remaining_ttl: r.remaining_ttl, keys: BTreeSet::new() }))
+            .collect();
         let mut leases = Leases { by_id, changes: Vec::new() };
         if !leases.by_id.is_empty() {
             // Every live key ("\0" to "\0": all keys).

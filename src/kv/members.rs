@@ -8,14 +8,13 @@
 //! batch; this module never writes the backend on its own.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use prost::Message as _;
 
 use crate::proto::etcdserverpb::Member;
 use crate::proto::steadpb::{MemberAttributes, MemberPeerUrls};
 use crate::raft::ConfChange;
-use crate::storage::backend::{Backend, BackendError, Bucket, Scan};
+use crate::storage::backend::{Backend, BackendError, Bucket};
 use crate::storage::mvcc::ApplyBatch;
 
 /// A member of the initial cluster, as the configuration names it.
@@ -34,24 +33,8 @@ pub struct Members {
 impl Members {
     /// Loads the table from the backend (empty for a new member).
     pub fn load(backend: &dyn Backend) -> Result<Members, BackendError> {
-        let mut by_id = BTreeMap::new();
-        let mut bad = None;
-        backend.scan(Bucket::Members, Bound::Unbounded, Bound::Unbounded, &mut |_, value| {
-            match Member::decode(value) {
-                Ok(m) => {
-                    by_id.insert(m.id, m);
-                    Scan::Continue
-                }
-                Err(e) => {
-                    bad = Some(e.to_string());
-                    Scan::Stop
-                }
-            }
-        })?;
-        if let Some(e) = bad {
-            return Err(BackendError::Engine(format!("undecodable member record: {e}")));
-        }
-        Ok(Members { by_id })
+        let records: Vec<Member> = super::load_records(backend, Bucket::Members, "member")?;
+        Ok(Members { by_id: records.into_iter().map(|m| (m.id, m)).collect() })
     }
 
     /// Every member, ordered by id.

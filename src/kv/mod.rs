@@ -4,3 +4,32 @@ pub mod apply;
 pub mod leases;
 pub mod members;
 pub mod validate;
+
+use std::ops::Bound;
+
+use crate::storage::backend::{Backend, BackendError, Bucket, Scan};
+
+/// Every record of a bucket holding one protobuf message per key (members,
+/// leases), in key order. A record that does not decode is a corrupt store.
+pub(crate) fn load_records<T: prost::Message + Default>(
+    backend: &dyn Backend,
+    bucket: Bucket,
+    what: &str,
+) -> Result<Vec<T>, BackendError> {
+    let mut records = Vec::new();
+    let mut bad = None;
+    backend.scan(bucket, Bound::Unbounded, Bound::Unbounded, &mut |_, value| match T::decode(value) {
+        Ok(r) => {
+            records.push(r);
+            Scan::Continue
+        }
+        Err(e) => {
+            bad = Some(e.to_string());
+            Scan::Stop
+        }
+    })?;
+    match bad {
+        Some(e) => Err(BackendError::Engine(format!("undecodable {what} record: {e}"))),
+        None => Ok(records),
+    }
+}

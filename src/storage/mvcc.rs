@@ -689,22 +689,23 @@ impl MvccStore {
         self.write_staged().map(|_| ())
     }
 
+    /// `rev` must lie above the compacted revision and not past the current one
+    /// (etcd's `ErrCompacted` / `ErrFutureRev` for compaction and HashKV).
+    fn check_above_compaction(&self, rev: i64) -> Result<(), MvccError> {
+        if rev <= self.compacted_rev {
+            return Err(MvccError::Compacted { requested: rev, compacted: self.compacted_rev });
+        }
+        if rev > self.current_rev {
+            return Err(MvccError::FutureRev { requested: rev, current: self.current_rev });
+        }
+        Ok(())
+    }
+
     /// Compacts history below `rev` (etcd `Compact`): afterwards reads below `rev`
     /// fail with `Compacted`; reads at `rev` and above are unchanged.
     pub fn compact(&mut self, rev: i64) -> Result<CompactResult, MvccError> {
         self.check_usable()?;
-        if rev <= self.compacted_rev {
-            return Err(MvccError::Compacted {
-                requested: rev,
-                compacted: self.compacted_rev,
-            });
-        }
-        if rev > self.current_rev {
-            return Err(MvccError::FutureRev {
-                requested: rev,
-                current: self.current_rev,
-            });
-        }
+        self.check_above_compaction(rev)?;
         // Schedule durably first, with everything staged, so a crash mid-way cannot
         // serve a half-compacted past: on reopen reads below `rev` fail and the
         // compaction resumes.
@@ -724,17 +725,8 @@ impl MvccStore {
     /// bucket: slow on a big store.
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv, MvccError> {
         self.check_usable()?;
-        if rev > 0 && rev <= self.compacted_rev {
-            return Err(MvccError::Compacted {
-                requested: rev,
-                compacted: self.compacted_rev,
-            });
-        }
-        if rev > self.current_rev {
-            return Err(MvccError::FutureRev {
-                requested: rev,
-                current: self.current_rev,
-            });
+        if rev > 0 {
+            self.check_above_compaction(rev)?;
         }
         let upto = if rev <= 0 { self.current_rev } else { rev };
         let mut crc = Crc32c::new();
