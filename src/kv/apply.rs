@@ -360,7 +360,6 @@ fn compare_holds(view: &dyn ReadView, c: &pb::Compare) -> bool {
 
 fn compare_kv(c: &pb::Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
-    let int = |v: Option<i64>| v.unwrap_or(0);
     let ord: Ordering = match target {
         CompareTarget::Value => {
             let want: &[u8] = match &c.target_union {
@@ -369,22 +368,21 @@ fn compare_kv(c: &pb::Compare, target: CompareTarget, kv: &KeyValue) -> bool {
             };
             kv.value.as_slice().cmp(want)
         }
-        CompareTarget::Create => kv.create_revision.cmp(&int(match c.target_union {
-            Some(TargetUnion::CreateRevision(v)) => Some(v),
-            _ => None,
-        })),
-        CompareTarget::Mod => kv.mod_revision.cmp(&int(match c.target_union {
-            Some(TargetUnion::ModRevision(v)) => Some(v),
-            _ => None,
-        })),
-        CompareTarget::Version => kv.version.cmp(&int(match c.target_union {
-            Some(TargetUnion::Version(v)) => Some(v),
-            _ => None,
-        })),
-        CompareTarget::Lease => kv.lease.cmp(&int(match c.target_union {
-            Some(TargetUnion::Lease(v)) => Some(v),
-            _ => None,
-        })),
+        // The wanted number is the union's value when it names this target; a
+        // compare without one compares against 0, as etcd's does.
+        CompareTarget::Create | CompareTarget::Mod | CompareTarget::Version | CompareTarget::Lease => {
+            let (have, want) = match (target, &c.target_union) {
+                (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => (kv.create_revision, *v),
+                (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => (kv.mod_revision, *v),
+                (CompareTarget::Version, Some(TargetUnion::Version(v))) => (kv.version, *v),
+                (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => (kv.lease, *v),
+                (CompareTarget::Create, _) => (kv.create_revision, 0),
+                (CompareTarget::Mod, _) => (kv.mod_revision, 0),
+                (CompareTarget::Version, _) => (kv.version, 0),
+                _ => (kv.lease, 0),
+            };
+            have.cmp(&want)
+        }
     };
     match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
         CompareResult::Equal => ord == Ordering::Equal,
