@@ -59,6 +59,42 @@ pub enum RequestError {
     MemberBadUrls,
     #[error("bad leader transferee")]
     BadLeaderTransferee,
+    #[error("root user does not exist")]
+    RootUserNotExist,
+    #[error("root user does not have root role")]
+    RootRoleNotExist,
+    #[error("user name already exists")]
+    UserAlreadyExist,
+    #[error("user name is empty")]
+    UserEmpty,
+    #[error("user name not found")]
+    UserNotFound,
+    #[error("role name already exists")]
+    RoleAlreadyExist,
+    #[error("role name not found")]
+    RoleNotFound,
+    #[error("role name is empty")]
+    RoleEmpty,
+    #[error("authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("role is not granted to the user")]
+    RoleNotGranted,
+    #[error("permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("invalid auth token")]
+    InvalidAuthToken,
+    #[error("invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("revision of auth store is old")]
+    AuthOldRevision,
+    /// An auth error that etcd's maintenance service passes to the client
+    /// unmapped (code Unknown, the auth package's own `auth: …` text).
+    #[error("{0}")]
+    Unmapped(Box<RequestError>),
     /// The request body could not be decoded (gateway JSON, gRPC bytes).
     #[error("{0}")]
     Malformed(String),

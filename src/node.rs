@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
+use crate::actors::auth::{AuthActor, SIMPLE_TOKEN_TTL};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::proto::etcdserverpb as pb;
 use crate::actors::store::{GetStatus, HeaderIds, StoreActor, StorePeers};
@@ -335,6 +336,12 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let hub_config = HubConfig::new(settings.max_request_bytes);
     let hub = WatchHub::start_in_arbiter(&watch_arbiter, move |_| WatchHub::new(hub_config));
     let hub_recipient = hub.clone().recipient();
+    let auth_enabled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let auth = {
+        let enabled = auth_enabled.clone();
+        AuthActor::start_in_arbiter(&Arbiter::new().handle(), move |_| AuthActor::new(SIMPLE_TOKEN_TTL, enabled))
+    };
+    let auth_recipient = auth.clone().recipient();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
     let (lease_tx, lease_rx) = tokio::sync::oneshot::channel();
@@ -365,6 +372,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             members: raft_addr.recipient(),
             watch: Some(hub_recipient),
             leases: Some(lease_addr.clone().recipient()),
+            auth: Some(auth_recipient),
         };
         let ids = HeaderIds { cluster_id, member_id };
         let store_metrics = actor_metrics.clone();
@@ -424,6 +432,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let service = ClientService::new(raft_addr, store_addr, limits)
         .with_watch(hub)
         .with_leases(lease_addr)
+        .with_auth(auth, auth_enabled)
         .with_metrics(metrics);
     // As etcd: the metrics listeners serve from here on, before the member is
     // ready (`/health` answers false until then).

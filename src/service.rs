@@ -6,6 +6,8 @@
 //! It must never touch the store or the log directly: everything goes to the
 //! actors as messages.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -14,7 +16,9 @@ use tokio::sync::oneshot;
 use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
 };
+use crate::actors::auth::{AuthActor, Authorize, Need};
 use crate::actors::lease::{self, LeaseActor};
+use crate::kv::auth::AuthInfo;
 use crate::actors::store::{DumpSnapshot, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
 use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
@@ -23,6 +27,8 @@ use crate::kv::validate;
 use crate::metrics::Metrics;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::steadpb::internal_request::Request as Internal;
+
+mod auth;
 
 /// Limits a request must respect (etcd's flags of the same names).
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +53,28 @@ pub struct ClientService {
     limits: Limits,
     watch: Option<Addr<WatchHub>>,
     leases: Option<Addr<LeaseActor>>,
+    auth: Option<Addr<AuthActor>>,
+    /// Published by the auth actor: with auth off, a request without a token
+    /// need not ask it anything.
+    auth_enabled: Arc<AtomicBool>,
+    /// The token the request being served carried (see `for_token`).
+    token: Option<Arc<str>>,
     metrics: Metrics,
 }
 
 impl ClientService {
     pub fn new(raft: Addr<RaftActor>, store: Addr<StoreActor>, limits: Limits) -> Self {
-        ClientService { raft, store, limits, watch: None, leases: None, metrics: Metrics::new() }
+        ClientService {
+            raft,
+            store,
+            limits,
+            watch: None,
+            leases: None,
+            auth: None,
+            auth_enabled: Arc::new(AtomicBool::new(false)),
+            token: None,
+            metrics: Metrics::new(),
+        }
     }
 
     /// The member's metrics: proposals are counted there, and `/metrics` serves it.
@@ -91,6 +113,54 @@ impl ClientService {
     pub fn with_leases(mut self, leases: Addr<LeaseActor>) -> Self {
         self.leases = Some(leases);
         self
+    }
+
+    /// The member's auth actor (tokens, permission checks) and its "auth is on"
+    /// flag.
+    pub fn with_auth(mut self, auth: Addr<AuthActor>, enabled: Arc<AtomicBool>) -> Self {
+        self.auth = Some(auth);
+        self.auth_enabled = enabled;
+        self
+    }
+
+    /// This service acting for a request that carried `token` (gRPC metadata
+    /// `token`, the gateway's `Authorization` header): every call checks it.
+    pub fn for_token(&self, token: Option<String>) -> ClientService {
+        let mut acting = self.clone();
+        acting.token = token.filter(|t| !t.is_empty()).map(Into::into);
+        acting
+    }
+
+    /// Who the request's token names, once `need` is checked (writes are checked
+    /// again when they apply). Without auth, or with auth off and no token,
+    /// nobody needs to be asked.
+    async fn authorize(&self, need: impl FnOnce() -> Need) -> Result<AuthInfo, RequestError> {
+        let Some(auth) = &self.auth else { return Ok(AuthInfo::default()) };
+        if self.token.is_none() && !self.auth_enabled.load(Ordering::Acquire) {
+            return Ok(AuthInfo::default());
+        }
+        let token = self.token.as_deref().map(str::to_string);
+        auth.send(Authorize { token, need: need() }).await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// A watch on `key`..`range_end` needs read permission on it (checked when
+    /// the watch is created, as etcd).
+    pub async fn authorize_watch(&self, key: &[u8], range_end: &[u8]) -> Result<(), RequestError> {
+        self.authorize(|| Need::Read { key: key.to_vec(), range_end: range_end.to_vec() }).await.map(|_| ())
+    }
+
+    /// The root role, for membership changes.
+    async fn authorize_admin(&self) -> Result<(), RequestError> {
+        self.authorize(|| Need::Admin).await.map(|_| ())
+    }
+
+    /// The root role, for maintenance calls: etcd's maintenance service passes
+    /// the auth package's error through unmapped.
+    async fn authorize_maintenance(&self) -> Result<(), RequestError> {
+        self.authorize_admin().await.map_err(|e| match e {
+            RequestError::Stopped | RequestError::Timeout => e,
+            other => RequestError::Unmapped(Box::new(other)),
+        })
     }
 
     fn lease_actor(&self) -> Result<&Addr<LeaseActor>, RequestError> {
@@ -239,6 +309,12 @@ impl ClientService {
 
     pub async fn range(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, RequestError> {
         validate::check_range(&r)?;
+        self.authorize(|| Need::Read { key: r.key.clone(), range_end: r.range_end.clone() }).await?;
+        self.range_unchecked(r).await
+    }
+
+    /// A range for the member itself (health probes): no credentials involved.
+    async fn range_unchecked(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, RequestError> {
         let serializable = r.serializable;
         match self.read(ReadRequest::Range(r), serializable).await? {
             Response::Range(resp) => Ok(resp),
@@ -265,6 +341,7 @@ impl ClientService {
     pub async fn txn(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, RequestError> {
         validate::check_txn(&r, self.limits.max_txn_ops)?;
         let response = if validate::txn_is_read_only(&r) {
+            self.authorize(|| Need::ReadTxn(r.clone())).await?;
             self.read(ReadRequest::Txn(r), false).await?
         } else {
             self.propose(Internal::Txn(r)).await?
@@ -308,6 +385,7 @@ impl ClientService {
     /// current revision), read locally as etcd does (no ReadIndex). The header's
     /// revision is the current one, as etcd's.
     pub async fn hash_kv(&self, r: pb::HashKvRequest) -> Result<pb::HashKvResponse, RequestError> {
+        self.authorize_maintenance().await?;
         let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
         let h = self.store.send(HashKv { revision: r.revision }).await.map_err(|_| RequestError::Stopped)??;
         Ok(pb::HashKvResponse {
@@ -328,6 +406,7 @@ impl ClientService {
     /// stream is appended: no sha2 implementation is among the dependencies, and
     /// the dump carries its own checksum (`storage::snapshot::inspect` checks it).
     pub async fn snapshot(&self) -> Result<Vec<pb::SnapshotResponse>, RequestError> {
+        self.authorize_maintenance().await?;
         let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
         let header = self.kv_header().await?;
         Ok(snapshot_chunks(header, &data))
@@ -349,6 +428,7 @@ impl ClientService {
     }
 
     pub async fn member_add(&self, r: pb::MemberAddRequest) -> Result<pb::MemberAddResponse, RequestError> {
+        self.authorize_admin().await?;
         check_peer_urls(&r.peer_ur_ls)?;
         if self.members().await?.iter().any(|m| m.peer_ur_ls.iter().any(|u| r.peer_ur_ls.contains(u))) {
             return Err(RequestError::PeerUrlExists);
@@ -360,6 +440,7 @@ impl ClientService {
     }
 
     pub async fn member_remove(&self, r: pb::MemberRemoveRequest) -> Result<pb::MemberRemoveResponse, RequestError> {
+        self.authorize_admin().await?;
         if !self.members().await?.iter().any(|m| m.id == r.id) {
             return Err(RequestError::MemberNotFound);
         }
@@ -368,6 +449,7 @@ impl ClientService {
     }
 
     pub async fn member_promote(&self, r: pb::MemberPromoteRequest) -> Result<pb::MemberPromoteResponse, RequestError> {
+        self.authorize_admin().await?;
         match self.members().await?.iter().find(|m| m.id == r.id) {
             None => return Err(RequestError::MemberNotFound),
             Some(m) if !m.is_learner => return Err(RequestError::MemberNotLearner),
@@ -378,6 +460,7 @@ impl ClientService {
     }
 
     pub async fn member_update(&self, r: pb::MemberUpdateRequest) -> Result<pb::MemberUpdateResponse, RequestError> {
+        self.authorize_admin().await?;
         check_peer_urls(&r.peer_ur_ls)?;
         let members = self.members().await?;
         if !members.iter().any(|m| m.id == r.id) {
@@ -400,6 +483,7 @@ impl ClientService {
     }
 
     pub async fn move_leader(&self, r: pb::MoveLeaderRequest) -> Result<pb::MoveLeaderResponse, RequestError> {
+        self.authorize_maintenance().await?;
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let (responder, moved) = oneshot::channel();
         self.raft
@@ -431,14 +515,22 @@ impl ClientService {
     /// and a quorum, and its state machine is keeping up.
     pub async fn healthy(&self) -> bool {
         let probe = pb::RangeRequest { key: b"health".to_vec(), ..Default::default() };
-        self.range(probe).await.is_ok()
+        self.range_unchecked(probe).await.is_ok()
     }
 
     /// Proposes a write and waits for it to be applied (durable on a quorum).
     /// Without a leader it retries until the request timeout, then fails with
     /// etcd's "no leader".
     async fn propose(&self, request: Internal) -> Result<Response, RequestError> {
-        let result = self.propose_uncounted(request).await;
+        // Who asks travels with the entry: the apply path checks it against the
+        // auth state at the entry's index.
+        let who = self.authorize(|| Need::Nothing).await?;
+        self.propose_as(request, who).await
+    }
+
+    /// `propose`, for a request whose asker is already known.
+    async fn propose_as(&self, request: Internal, who: AuthInfo) -> Result<Response, RequestError> {
+        let result = self.propose_uncounted(request, who).await;
         // etcd's proposals_failed_total: refused by Raft, no leader, or not
         // applied in time (a request the state machine refused was applied).
         if let Err(RequestError::Timeout | RequestError::Stopped | RequestError::NoLeader | RequestError::TooManyRequests) =
@@ -449,11 +541,11 @@ impl ClientService {
         result
     }
 
-    async fn propose_uncounted(&self, request: Internal) -> Result<Response, RequestError> {
+    async fn propose_uncounted(&self, request: Internal, who: AuthInfo) -> Result<Response, RequestError> {
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let applied = loop {
             let (responder, applied) = oneshot::channel();
-            let proposing = self.raft.send(Propose { request: request.clone(), responder });
+            let proposing = self.raft.send(Propose { request: request.clone(), auth: who.clone(), responder });
             match tokio::time::timeout_at(deadline, proposing).await {
                 Err(_) => return Err(RequestError::Timeout),
                 Ok(Err(_)) => return Err(RequestError::Stopped),
@@ -464,6 +556,13 @@ impl ClientService {
         };
         let _pending = self.metrics.pending_proposal();
         answer(deadline, applied).await
+    }
+
+    /// Waits until this member has applied everything committed before now (a
+    /// linearizable read of nothing).
+    async fn barrier(&self) -> Result<(), RequestError> {
+        let nothing = pb::RangeRequest { key: vec![0], limit: 1, count_only: true, ..Default::default() };
+        self.read(ReadRequest::Range(nothing), false).await.map(|_| ())
     }
 
     /// A read: linearizable through ReadIndex, or serializable from local state.

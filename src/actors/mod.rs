@@ -1,4 +1,5 @@
 //! The actors of one member, one file each with its messages beside it.
+pub mod auth;
 pub mod lease;
 pub mod raft;
 pub mod store;

@@ -35,6 +35,9 @@ use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode,
 #[rtype(result = "Result<(), RequestError>")]
 pub struct Propose {
     pub request: internal_request::Request,
+    /// Who asked (empty for the member's own requests): the apply path checks
+    /// writes and admin requests against it.
+    pub auth: crate::kv::auth::AuthInfo,
     pub responder: Responder,
 }
 
@@ -451,7 +454,12 @@ impl Handler<Propose> for RaftActor {
             }
         }
         let request = InternalRequest {
-            header: Some(RequestHeader { id, proposer: self.member_id }),
+            header: Some(RequestHeader {
+                id,
+                proposer: self.member_id,
+                username: msg.auth.username,
+                auth_revision: msg.auth.revision,
+            }),
             request: Some(request),
         };
         let data = request.encode_to_vec();

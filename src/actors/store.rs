@@ -15,6 +15,8 @@ use crate::error::RequestError;
 use crate::metrics::{ActorMetrics, Metrics, MvccOps};
 use crate::kv::apply::{self, Response};
 use crate::proto::etcdserverpb as pb;
+use crate::actors::auth::AuthChanged;
+use crate::kv::auth::{self, AuthState, TokenChange};
 use crate::kv::leases::{LeaseChange, Leases};
 use crate::kv::members::{InitialMember, Members};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest};
@@ -167,6 +169,8 @@ pub struct StorePeers {
     pub watch: Option<Recipient<Committed>>,
     /// The lease actor, once there is one.
     pub leases: Option<Recipient<LeasesChanged>>,
+    /// The auth actor, once there is one.
+    pub auth: Option<Recipient<AuthChanged>>,
 }
 
 /// Identity for response headers.
@@ -181,6 +185,8 @@ pub struct StoreActor {
     members: Members,
     /// The lease table (granted TTLs, checkpoints, attached keys).
     leases: Leases,
+    /// Users, roles, permissions; whether auth is on.
+    auth: AuthState,
     /// The initial membership from the configuration, recorded when the log's
     /// bootstrap entry applies.
     initial_members: Vec<InitialMember>,
@@ -215,10 +221,12 @@ impl StoreActor {
         let applied_index = store.consistent_index();
         let mut leases = Leases::load(&store).unwrap_or_else(|e| panic!("loading the lease table: {e}"));
         leases.announce_reset();
+        let auth = AuthState::load(&store).unwrap_or_else(|e| panic!("loading the auth state: {e}"));
         StoreActor {
             store,
             members,
             leases,
+            auth,
             initial_members,
             ids,
             raft_term: 0,
@@ -282,6 +290,10 @@ impl StoreActor {
             Response::LeaseRevoke(r) => self.fill_header(&mut r.header),
             Response::LeaseCheckpoint(r) => self.fill_header(&mut r.header),
             Response::LeaseRenew(r) => self.fill_header(&mut r.header),
+            Response::Auth(a) => {
+                a.header.get_or_insert_with(Default::default).revision = self.store.current_revision();
+                self.fill_header(&mut a.header);
+            }
         }
         response
     }
@@ -305,6 +317,8 @@ impl StoreActor {
     fn apply_entries(&mut self, entries: &[Entry]) {
         let mut answers = Vec::new();
         let mut members_changed = false;
+        let mut auth_changed = false;
+        let mut token_changes = Vec::new();
         let mut events = Vec::new();
         let mut batch = self.store.apply_batch();
         for entry in entries {
@@ -345,23 +359,39 @@ impl StoreActor {
                             batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
                             if found { Ok(Response::Members(self.members.list())) } else { Err(RequestError::MemberNotFound) }
                         }
-                        // Fail-stop on a storage fault: the WAL still has the entry,
-                        // and a restart replays it.
-                        _ => {
-                            let applied = apply::apply_entry(&mut batch, entry.index, &request, &mut self.leases)
-                                .unwrap_or_else(|f| panic!("{f}"));
-                            if let Ok(response) = &applied.response {
-                                self.metrics.count_mvcc(kv_ops(&request, response));
-                            }
-                            events.extend(applied.events);
-                            applied.response
+                        Some(r) if auth::is_auth_request(r) => {
+                            let leases = &self.leases;
+                            let lease_keys = |id: i64| lease_keys(leases, id);
+                            let before = self.auth.revision();
+                            let response = self
+                                .auth
+                                .check_entry(&request, &lease_keys)
+                                .and_then(|()| self.auth.apply(&mut batch, entry.index, &request, &mut token_changes))
+                                .map(Response::Auth);
+                            auth_changed |= self.auth.revision() != before;
+                            batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                            response
                         }
+                        // Writes are checked against the auth state at this index
+                        // (the member that took them knew an older one).
+                        _ if self.auth.enabled() => {
+                            let leases = &self.leases;
+                            match self.auth.check_entry(&request, &|id| lease_keys(leases, id)) {
+                                Ok(()) => apply_kv(&mut batch, entry.index, &request, &mut self.leases, &self.metrics, &mut events),
+                                Err(refused) => {
+                                    batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                                    Err(refused)
+                                }
+                            }
+                        }
+                        _ => apply_kv(&mut batch, entry.index, &request, &mut self.leases, &self.metrics, &mut events),
                     };
                     answers.push((id, response));
                 }
             }
             self.applied_index = entry.index;
         }
+
         let commit = self.metrics.backend_commit_seconds.start_timer();
         if let Err(e) = batch.finish() {
             panic!("storage fault writing the apply batch up to index {}: {e}", self.applied_index);
@@ -372,6 +402,10 @@ impl StoreActor {
         let deleted = events.iter().filter(|e| e.kind == mvcc::EventKind::Delete).count();
         self.metrics.keys_total.add(created as i64 - deleted as i64);
         self.refresh_gauges(false);
+        // Before the answers: a client that got its token may use it at once.
+        if auth_changed || !token_changes.is_empty() {
+            self.send_auth_changes(auth_changed, token_changes);
+        }
         for (id, response) in answers {
             if let Some(responder) = self.waiters.remove(&id) {
                 let _ = responder.send(response.map(|r| self.finish(r)));
@@ -385,6 +419,15 @@ impl StoreActor {
             if let Some(watch) = &self.peers.watch {
                 watch.do_send(Committed { revision: self.store.current_revision(), events });
             }
+        }
+    }
+
+    /// Tells the auth actor the new state (when it changed) and what happened
+    /// to tokens.
+    fn send_auth_changes(&self, state_changed: bool, tokens: Vec<TokenChange>) {
+        if let Some(auth) = &self.peers.auth {
+            let state = state_changed.then(|| std::sync::Arc::new(self.auth.clone()));
+            auth.do_send(AuthChanged { state, tokens });
         }
     }
 
@@ -446,8 +489,9 @@ impl Actor for StoreActor {
         // The WAL is the source of truth; flushing the backend on a timer bounds
         // what a restart must replay.
         ctx.run_interval(BACKEND_FLUSH_INTERVAL, |act, ctx| act.flush_backend(ctx));
-        // The lease actor's mirror starts from the table as loaded.
+        // The lease and auth actors' mirrors start from the state as loaded.
         self.send_lease_changes();
+        self.send_auth_changes(true, Vec::new());
         // Drop waiters whose client has gone (timed out), so a proposal lost in a
         // leader change cannot leak its waiter forever.
         ctx.run_interval(std::time::Duration::from_secs(5), |act, _| {
@@ -553,6 +597,8 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.leases = Leases::load(&act.store).unwrap_or_else(|e| panic!("reloading leases after a snapshot: {e}"));
             act.leases.announce_reset();
             act.send_lease_changes();
+            act.auth = AuthState::load(&act.store).unwrap_or_else(|e| panic!("reloading the auth state after a snapshot: {e}"));
+            act.send_auth_changes(true, vec![TokenChange::DropAll]);
             act.applied_index = act.store.consistent_index();
             act.flushed_index = act.applied_index;
             act.snapshot_index = act.applied_index;
@@ -608,6 +654,29 @@ impl Handler<GetStatus> for StoreActor {
 }
 
 /// The mvcc operations a KV entry did, as etcd counts them.
+/// A KV or lease entry (etcd's apply rules in `kv::apply`). Fail-stop on a
+/// storage fault: the WAL still has the entry, and a restart replays it.
+fn apply_kv(
+    batch: &mut mvcc::ApplyBatch<'_>,
+    index: u64,
+    request: &InternalRequest,
+    leases: &mut Leases,
+    metrics: &Metrics,
+    events: &mut Vec<mvcc::Event>,
+) -> Result<Response, RequestError> {
+    let applied = apply::apply_entry(batch, index, request, leases).unwrap_or_else(|f| panic!("{f}"));
+    if let Ok(response) = &applied.response {
+        metrics.count_mvcc(kv_ops(request, response));
+    }
+    events.extend(applied.events);
+    applied.response
+}
+
+/// The keys attached to lease `id` (none if there is no such lease).
+fn lease_keys(leases: &Leases, id: i64) -> Vec<Vec<u8>> {
+    leases.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+}
+
 fn kv_ops(request: &InternalRequest, response: &Response) -> MvccOps {
     match (&request.request, response) {
         (Some(internal_request::Request::Put(p)), _) => MvccOps::put(p),

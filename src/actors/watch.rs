@@ -114,6 +114,9 @@ pub struct OpenedStream {
 pub struct StreamRequest {
     pub stream: StreamId,
     pub request: pb::WatchRequest,
+    /// A create request the API edge refused (auth), with etcd's cancel reason:
+    /// answered created + canceled in the stream's order, never watched.
+    pub refused: Option<String>,
 }
 
 /// The client went away: the stream and its watchers go.
@@ -510,15 +513,28 @@ impl HubCore {
         }
     }
 
-    fn create(&mut self, stream: StreamId, c: pb::WatchCreateRequest) {
-        let refuse = |core: &Self, reason: &str| pb::WatchResponse {
-            header: Some(core.header(core.revision)),
+    /// etcd's answer to a create it will not serve: created and canceled at
+    /// once, with no watch id.
+    fn refusal(&self, reason: &str) -> pb::WatchResponse {
+        pb::WatchResponse {
+            header: Some(self.header(self.revision)),
             watch_id: NO_WATCH_ID,
             created: true,
             canceled: true,
             cancel_reason: reason.to_string(),
             ..Default::default()
-        };
+        }
+    }
+
+    /// A create the API edge refused (auth): answered in the stream's order.
+    pub fn refuse_create(&mut self, stream: StreamId, reason: &str) {
+        if self.sessions.contains_key(&stream) {
+            self.send_control(stream, self.refusal(reason));
+        }
+    }
+
+    fn create(&mut self, stream: StreamId, c: pb::WatchCreateRequest) {
+        let refuse = |core: &Self, reason: &str| core.refusal(reason);
         let range = match KeyRange::from_request(&c.key, &c.range_end) {
             Ok(r) => r,
             Err(reason) => return self.send_control(stream, refuse(self, reason)),
@@ -1027,7 +1043,10 @@ impl Handler<OpenStream> for WatchHub {
 impl Handler<StreamRequest> for WatchHub {
     type Result = ();
     fn handle(&mut self, msg: StreamRequest, ctx: &mut Context<Self>) {
-        self.core.request(msg.stream, msg.request);
+        match msg.refused {
+            Some(reason) => self.core.refuse_create(msg.stream, &reason),
+            None => self.core.request(msg.stream, msg.request),
+        }
         self.schedule_sync(ctx);
     }
 }

@@ -40,6 +40,8 @@ pub enum Response {
     LeaseCheckpoint(pb::LeaseCheckpointResponse),
     /// A keep-alive renewed through the log (TTL: the granted TTL).
     LeaseRenew(pb::LeaseKeepAliveResponse),
+    /// An auth request's answer (the service builds etcd's response from it).
+    Auth(crate::kv::auth::AuthAnswer),
 }
 
 /// A fault of the store itself (not of the request): the node must stop rather
@@ -155,16 +157,7 @@ pub fn apply_entry(
         Some(internal_request::Request::Txn(t)) => txn_in(&mut writer, t).map(Response::Txn),
         // Compaction and leases are handled above; membership records by the
         // store actor.
-        Some(
-            internal_request::Request::Compaction(_)
-            | internal_request::Request::MemberAttributes(_)
-            | internal_request::Request::MemberPeerUrls(_)
-            | internal_request::Request::LeaseGrant(_)
-            | internal_request::Request::LeaseRevoke(_)
-            | internal_request::Request::LeaseCheckpoint(_)
-            | internal_request::Request::LeaseRenew(_),
-        )
-        | None => Err(Failure::Request(RequestError::Malformed("not a KV request in log entry".into()))),
+        Some(_) | None => Err(Failure::Request(RequestError::Malformed("not a KV request in log entry".into()))),
     };
     match outcome {
         Ok(response) => {
@@ -555,7 +548,7 @@ mod tests {
     }
 
     fn apply(store: &mut MvccStore, index: u64, request: internal_request::Request) -> Result<Response, RequestError> {
-        let req = InternalRequest { header: Some(RequestHeader { id: index, proposer: 1 }), request: Some(request) };
+        let req = InternalRequest { header: Some(RequestHeader { id: index, proposer: 1, ..Default::default() }), request: Some(request) };
         let mut batch = store.apply_batch();
         let mut leases = Leases::default();
         let applied = apply_entry(&mut batch, index, &req, &mut leases).expect("no storage fault");

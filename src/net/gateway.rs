@@ -18,6 +18,27 @@ use crate::proto::etcdserverpb as pb;
 use crate::net::status::etcd_status;
 use crate::service::{ClientService, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
+/// The client service acting for a gateway request's credentials: etcd's
+/// gateway hands the `Authorization` header on as the call's token.
+pub struct Acting(pub ClientService);
+
+impl actix_web::FromRequest for Acting {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let token = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        std::future::ready(match req.app_data::<web::Data<ClientService>>() {
+            Some(service) => Ok(Acting(service.for_token(token))),
+            None => Err(actix_web::error::ErrorInternalServerError("no client service on this route")),
+        })
+    }
+}
+
 /// The JSON body of an error, as etcd's gateway writes it.
 fn error_response(err: &RequestError) -> HttpResponse {
     /// Field order as etcd's gateway writes it.
@@ -71,8 +92,8 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
 /// Decode, call, encode: the shape of every unary gateway endpoint. Counted as
 /// the gRPC call it stands for (etcd's gateway calls its gRPC server, so etcd's
 /// `grpc_server_*` metrics count gateway requests too).
-async fn unary<Req, Resp, F, Fut>(
-    service: web::Data<ClientService>,
+pub(crate) async fn unary<Req, Resp, F, Fut>(
+    Acting(service): Acting,
     rpc: Rpc,
     payload: web::Payload,
     call: F,
@@ -91,7 +112,7 @@ where
 }
 
 /// A unary call's answer and its gRPC code name (`OK`, `InvalidArgument`, …).
-async fn unary_call<Req, Resp, F, Fut>(service: web::Data<ClientService>, payload: web::Payload, call: F) -> (HttpResponse, &'static str)
+async fn unary_call<Req, Resp, F, Fut>(service: ClientService, payload: web::Payload, call: F) -> (HttpResponse, &'static str)
 where
     Req: DeserializeOwned + Default,
     Resp: Serialize,
@@ -107,80 +128,80 @@ where
         Ok(r) => r,
         Err(e) => return failed(e),
     };
-    match call(service.get_ref().clone(), request).await {
+    match call(service, request).await {
         Ok(resp) => (json_response(&resp), "OK"),
         Err(e) => failed(e),
     }
 }
 
-async fn range(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn range(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(KV, "Range"), body, |s, r| async move { s.range(r).await }).await
 }
 
-async fn put(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn put(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(KV, "Put"), body, |s, r| async move { s.put(r).await }).await
 }
 
-async fn delete_range(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn delete_range(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(KV, "DeleteRange"), body, |s, r| async move { s.delete_range(r).await }).await
 }
 
-async fn txn(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn txn(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(KV, "Txn"), body, |s, r| async move { s.txn(r).await }).await
 }
 
-async fn compaction(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn compaction(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(KV, "Compact"), body, |s, r| async move { s.compact(r).await }).await
 }
 
-async fn status(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn status(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(MAINTENANCE, "Status"), body, |s, _: crate::proto::etcdserverpb::StatusRequest| async move { s.status().await }).await
 }
 
 /// etcd's gateway maps both Hash and HashKV to `/v3/maintenance/hash`; its
 /// grpc-gateway mux serves the pattern registered last, HashKV, so this does
 /// too (an absent `revision` hashes at the current revision).
-async fn hash_kv(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn hash_kv(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(MAINTENANCE, "HashKV"), body, |s, r: crate::proto::etcdserverpb::HashKvRequest| async move { s.hash_kv(r).await }).await
 }
 
-async fn member_list(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn member_list(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberList"), body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
 }
 
-async fn member_add(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn member_add(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberAdd"), body, |s, r| async move { s.member_add(r).await }).await
 }
 
-async fn member_remove(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn member_remove(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberRemove"), body, |s, r| async move { s.member_remove(r).await }).await
 }
 
-async fn member_update(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn member_update(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberUpdate"), body, |s, r| async move { s.member_update(r).await }).await
 }
 
-async fn member_promote(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn member_promote(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberPromote"), body, |s, r| async move { s.member_promote(r).await }).await
 }
 
-async fn move_leader(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn move_leader(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(MAINTENANCE, "MoveLeader"), body, |s, r| async move { s.move_leader(r).await }).await
 }
 
-async fn lease_grant(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn lease_grant(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(LEASE, "LeaseGrant"), body, |s, r| async move { s.lease_grant(r).await }).await
 }
 
-async fn lease_revoke(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn lease_revoke(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(LEASE, "LeaseRevoke"), body, |s, r| async move { s.lease_revoke(r).await }).await
 }
 
-async fn lease_time_to_live(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn lease_time_to_live(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(LEASE, "LeaseTimeToLive"), body, |s, r| async move { s.lease_time_to_live(r).await }).await
 }
 
-async fn lease_leases(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn lease_leases(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(LEASE, "LeaseLeases"), body, |s, _: pb::LeaseLeasesRequest| async move { s.lease_leases().await }).await
 }
 
@@ -189,9 +210,9 @@ async fn lease_leases(s: web::Data<ClientService>, body: web::Payload) -> HttpRe
 /// `{"result": LeaseKeepAliveResponse}` line. The stream ends when the body does
 /// (etcd's server returns on the client's EOF), or with an `{"error": …}` line
 /// when a keep-alive fails.
-async fn lease_keep_alive(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+async fn lease_keep_alive(s: Acting, body: web::Payload) -> HttpResponse {
     use futures::StreamExt;
-    let limit = body_limit(s.limits().max_request_bytes);
+    let limit = body_limit(s.0.limits().max_request_bytes);
     struct State {
         service: ClientService,
         payload: web::Payload,
@@ -214,7 +235,7 @@ async fn lease_keep_alive(s: web::Data<ClientService>, body: web::Payload) -> Ht
             "http_status": status.canonical_reason().unwrap_or(""),
         }}))
     }
-    let state = State { service: s.get_ref().clone(), payload: body, buf: Vec::new(), done: false, limit };
+    let state = State { service: s.0, payload: body, buf: Vec::new(), done: false, limit };
     let stream = futures::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -268,7 +289,7 @@ const CLUSTER: &str = "etcdserverpb.Cluster";
 const MAINTENANCE: &str = "etcdserverpb.Maintenance";
 const LEASE: &str = "etcdserverpb.Lease";
 
-const fn rpc(service: &'static str, method: &'static str) -> Rpc {
+pub(crate) const fn rpc(service: &'static str, method: &'static str) -> Rpc {
     Rpc { service, method }
 }
 
@@ -320,6 +341,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/cluster/member/remove", web::post().to(member_remove))
         .route("/v3/cluster/member/update", web::post().to(member_update))
         .route("/v3/cluster/member/promote", web::post().to(member_promote))
+        .configure(crate::net::gateway_auth::configure)
         .route("/metrics", web::get().to(metrics))
         .route("/health", web::get().to(health))
         .route("/version", web::get().to(version));

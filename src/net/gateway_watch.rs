@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use crate::error::RequestError;
 use crate::net::status::{etcd_status, Code};
+use crate::net::gateway::Acting;
 use crate::net::watch_session::{RequestSink, WatchSession};
 use crate::proto::etcdserverpb as pb;
-use crate::service::ClientService;
 
 /// A request object larger than this cannot fit `max-request-bytes` once decoded
 /// (base64 and JSON grow it by about 4/3): reading stops there.
@@ -185,7 +185,7 @@ async fn forward_requests(sink: RequestSink, mut payload: web::Payload, mut deco
 }
 
 /// `POST /v3/watch`.
-pub async fn watch(service: web::Data<ClientService>, mut payload: web::Payload) -> HttpResponse {
+pub async fn watch(Acting(service): Acting, mut payload: web::Payload) -> HttpResponse {
     let Some(hub) = service.watch().cloned() else {
         return request_error(&RequestError::NotImplemented("watch"));
     };
@@ -198,7 +198,7 @@ pub async fn watch(service: web::Data<ClientService>, mut payload: web::Payload)
     let First::Request(first) = first else {
         return HttpResponse::Ok().content_type("application/json").finish();
     };
-    let mut session = match WatchSession::open(hub).await {
+    let mut session = match WatchSession::open(hub, service.clone()).await {
         Ok(session) => session,
         Err(e) => return request_error(&e),
     };

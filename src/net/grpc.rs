@@ -46,8 +46,24 @@ pub fn routes(service: ClientService) -> Routes {
         .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service: service.clone() })))
         .add_service(limited!(WatchServer::new(WatchApi { service: service.clone() })))
         .add_service(limited!(ClusterServer::new(ClusterApi { service: service.clone() })))
-        .add_service(limited!(LeaseServer::new(LeaseApi { service })))
-        .add_service(limited!(AuthServer::new(NotServed)))
+        .add_service(limited!(LeaseServer::new(LeaseApi { service: service.clone() })))
+        .add_service(limited!(AuthServer::new(AuthApi { service })))
+}
+
+/// The token a call carries: etcd's clients send it as metadata `token` (its
+/// gateway as `authorization`).
+fn token_of(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    ["token", "authorization"]
+        .iter()
+        .find_map(|k| metadata.get(*k))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The client service acting for a call's credentials, and the call's message.
+fn acting<T>(service: &ClientService, request: Request<T>) -> (ClientService, T) {
+    let acting = service.for_token(token_of(request.metadata()));
+    (acting, request.into_inner())
 }
 
 /// A service's answer as gRPC: the response, or etcd's code and text.
@@ -89,29 +105,34 @@ struct KvApi {
 #[tonic::async_trait]
 impl Kv for KvApi {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
-        reply(self.service.range(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.range(request).await)
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        reply(self.service.put(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.put(request).await)
     }
 
     async fn delete_range(
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        reply(self.service.delete_range(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.delete_range(request).await)
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        reply(self.service.txn(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.txn(request).await)
     }
 
     async fn compact(
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        reply(self.service.compact(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.compact(request).await)
     }
 }
 
@@ -131,15 +152,18 @@ grpc_service! {
             }
 
             async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-                reply(self.service.move_leader(request.into_inner()).await)
+                let (service, request) = acting(&self.service, request);
+        reply(service.move_leader(request).await)
             }
 
             async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-                reply(self.service.hash_kv(request.into_inner()).await)
+                let (service, request) = acting(&self.service, request);
+        reply(service.hash_kv(request).await)
             }
 
-            async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-                let chunks = self.service.snapshot().await.map_err(|e| grpc_status(&e))?;
+            async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+                let (service, _) = acting(&self.service, request);
+                let chunks = service.snapshot().await.map_err(|e| grpc_status(&e))?;
                 Ok(Response::new(futures::stream::iter(chunks.into_iter().map(Ok)).boxed()))
             }
         }
@@ -174,7 +198,8 @@ impl Watch for WatchApi {
             .watch()
             .cloned()
             .ok_or_else(|| grpc_status(&RequestError::NotImplemented("etcdserverpb.Watch/Watch")))?;
-        let mut session = WatchSession::open(hub).await.map_err(|e| grpc_status(&e))?;
+        let caller = self.service.for_token(token_of(request.metadata()));
+        let mut session = WatchSession::open(hub, caller).await.map_err(|e| grpc_status(&e))?;
         let sink = session.sink();
         let mut inbound = request.into_inner();
         let reader = tokio::spawn(async move {
@@ -201,10 +226,6 @@ impl Watch for WatchApi {
     }
 }
 
-/// The services stead does not serve yet: registered, so a client gets a clear
-/// `Unimplemented` naming the RPC rather than an anonymous "unknown service".
-struct NotServed;
-
 /// `etcdserverpb.Lease`: every RPC served. A keep-alive stream answers each
 /// request in order and ends when the client closes its side (as etcd).
 struct LeaseApi {
@@ -216,11 +237,13 @@ impl Lease for LeaseApi {
     type LeaseKeepAliveStream = BoxStream<'static, Result<pb::LeaseKeepAliveResponse, Status>>;
 
     async fn lease_grant(&self, request: Request<pb::LeaseGrantRequest>) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        reply(self.service.lease_grant(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.lease_grant(request).await)
     }
 
     async fn lease_revoke(&self, request: Request<pb::LeaseRevokeRequest>) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        reply(self.service.lease_revoke(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.lease_revoke(request).await)
     }
 
     async fn lease_keep_alive(
@@ -249,7 +272,8 @@ impl Lease for LeaseApi {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        reply(self.service.lease_time_to_live(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.lease_time_to_live(request).await)
     }
 
     async fn lease_leases(&self, _request: Request<pb::LeaseLeasesRequest>) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
@@ -265,21 +289,24 @@ struct ClusterApi {
 #[tonic::async_trait]
 impl Cluster for ClusterApi {
     async fn member_add(&self, request: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
-        reply(self.service.member_add(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.member_add(request).await)
     }
 
     async fn member_remove(
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        reply(self.service.member_remove(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.member_remove(request).await)
     }
 
     async fn member_update(
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        reply(self.service.member_update(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.member_update(request).await)
     }
 
     async fn member_list(&self, _request: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
@@ -290,30 +317,64 @@ impl Cluster for ClusterApi {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        reply(self.service.member_promote(request.into_inner()).await)
+        let (service, request) = acting(&self.service, request);
+        reply(service.member_promote(request).await)
     }
 }
 
-grpc_service! {
-    impl Auth for NotServed {
-        served {}
-        not_implemented("Auth") {
-            auth_enable(pb::AuthEnableRequest) -> pb::AuthEnableResponse = "AuthEnable";
-            auth_disable(pb::AuthDisableRequest) -> pb::AuthDisableResponse = "AuthDisable";
-            authenticate(pb::AuthenticateRequest) -> pb::AuthenticateResponse = "Authenticate";
-            user_add(pb::AuthUserAddRequest) -> pb::AuthUserAddResponse = "UserAdd";
-            user_get(pb::AuthUserGetRequest) -> pb::AuthUserGetResponse = "UserGet";
-            user_list(pb::AuthUserListRequest) -> pb::AuthUserListResponse = "UserList";
-            user_delete(pb::AuthUserDeleteRequest) -> pb::AuthUserDeleteResponse = "UserDelete";
-            user_change_password(pb::AuthUserChangePasswordRequest) -> pb::AuthUserChangePasswordResponse = "UserChangePassword";
-            user_grant_role(pb::AuthUserGrantRoleRequest) -> pb::AuthUserGrantRoleResponse = "UserGrantRole";
-            user_revoke_role(pb::AuthUserRevokeRoleRequest) -> pb::AuthUserRevokeRoleResponse = "UserRevokeRole";
-            role_add(pb::AuthRoleAddRequest) -> pb::AuthRoleAddResponse = "RoleAdd";
-            role_get(pb::AuthRoleGetRequest) -> pb::AuthRoleGetResponse = "RoleGet";
-            role_list(pb::AuthRoleListRequest) -> pb::AuthRoleListResponse = "RoleList";
-            role_delete(pb::AuthRoleDeleteRequest) -> pb::AuthRoleDeleteResponse = "RoleDelete";
-            role_grant_permission(pb::AuthRoleGrantPermissionRequest) -> pb::AuthRoleGrantPermissionResponse = "RoleGrantPermission";
-            role_revoke_permission(pb::AuthRoleRevokePermissionRequest) -> pb::AuthRoleRevokePermissionResponse = "RoleRevokePermission";
+/// `etcdserverpb.Auth`: every RPC served; each asks with the call's token.
+struct AuthApi {
+    service: ClientService,
+}
+
+/// Implements a tonic service trait whose unary RPCs each hand the call's
+/// message, with the caller's token, to the client service method of the same
+/// name; `served` holds the RPCs written out.
+macro_rules! acting_service {
+    (
+        impl $trait:ident for $ty:ty {
+            served { $($served:tt)* }
+            acting { $($rpc:ident($req:ty) -> $resp:ty;)* }
+        }
+    ) => {
+        #[tonic::async_trait]
+        impl $trait for $ty {
+            $($served)*
+            $(
+                async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    let (service, request) = acting(&self.service, request);
+                    reply(service.$rpc(request).await)
+                }
+            )*
+        }
+    };
+}
+
+acting_service! {
+    impl Auth for AuthApi {
+        served {
+            async fn auth_status(&self, request: Request<pb::AuthStatusRequest>) -> Result<Response<pb::AuthStatusResponse>, Status> {
+                let (service, _) = acting(&self.service, request);
+                reply(service.auth_status().await)
+            }
+        }
+        acting {
+        auth_enable(pb::AuthEnableRequest) -> pb::AuthEnableResponse;
+        auth_disable(pb::AuthDisableRequest) -> pb::AuthDisableResponse;
+        authenticate(pb::AuthenticateRequest) -> pb::AuthenticateResponse;
+        user_add(pb::AuthUserAddRequest) -> pb::AuthUserAddResponse;
+        user_get(pb::AuthUserGetRequest) -> pb::AuthUserGetResponse;
+        user_list(pb::AuthUserListRequest) -> pb::AuthUserListResponse;
+        user_delete(pb::AuthUserDeleteRequest) -> pb::AuthUserDeleteResponse;
+        user_change_password(pb::AuthUserChangePasswordRequest) -> pb::AuthUserChangePasswordResponse;
+        user_grant_role(pb::AuthUserGrantRoleRequest) -> pb::AuthUserGrantRoleResponse;
+        user_revoke_role(pb::AuthUserRevokeRoleRequest) -> pb::AuthUserRevokeRoleResponse;
+        role_add(pb::AuthRoleAddRequest) -> pb::AuthRoleAddResponse;
+        role_get(pb::AuthRoleGetRequest) -> pb::AuthRoleGetResponse;
+        role_list(pb::AuthRoleListRequest) -> pb::AuthRoleListResponse;
+        role_delete(pb::AuthRoleDeleteRequest) -> pb::AuthRoleDeleteResponse;
+        role_grant_permission(pb::AuthRoleGrantPermissionRequest) -> pb::AuthRoleGrantPermissionResponse;
+        role_revoke_permission(pb::AuthRoleRevokePermissionRequest) -> pb::AuthRoleRevokePermissionResponse;
         }
     }
 }

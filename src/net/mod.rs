@@ -1,6 +1,7 @@
 //! Everything that knows a wire format: the JSON gateway, and etcd's error codes
 //! and texts.
 pub mod gateway;
+pub mod gateway_auth;
 pub mod gateway_watch;
 pub mod grpc;
 pub mod listener;

@@ -13,10 +13,12 @@ pub enum Code {
     DeadlineExceeded = 4,
     NotFound = 5,
     ResourceExhausted = 8,
+    PermissionDenied = 7,
     FailedPrecondition = 9,
     OutOfRange = 11,
     Unimplemented = 12,
     Unavailable = 14,
+    Unauthenticated = 16,
 }
 
 impl Code {
@@ -25,6 +27,8 @@ impl Code {
         match self {
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
             Code::NotFound => 404,
+            Code::PermissionDenied => 403,
+            Code::Unauthenticated => 401,
             Code::ResourceExhausted => 429,
             Code::Unimplemented => 501,
             Code::Unavailable => 503,
@@ -83,9 +87,59 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
         NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
         BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
+        RootUserNotExist => (Code::FailedPrecondition, "etcdserver: root user does not exist"),
+        RootRoleNotExist => (Code::FailedPrecondition, "etcdserver: root user does not have root role"),
+        UserAlreadyExist => (Code::FailedPrecondition, "etcdserver: user name already exists"),
+        UserEmpty => (Code::InvalidArgument, "etcdserver: user name is empty"),
+        UserNotFound => (Code::FailedPrecondition, "etcdserver: user name not found"),
+        RoleAlreadyExist => (Code::FailedPrecondition, "etcdserver: role name already exists"),
+        RoleNotFound => (Code::FailedPrecondition, "etcdserver: role name not found"),
+        RoleEmpty => (Code::InvalidArgument, "etcdserver: role name is empty"),
+        AuthFailed => (Code::InvalidArgument, "etcdserver: authentication failed, invalid user ID or password"),
+        PermissionDenied => (Code::PermissionDenied, "etcdserver: permission denied"),
+        RoleNotGranted => (Code::FailedPrecondition, "etcdserver: role is not granted to the user"),
+        PermissionNotGranted => (Code::FailedPrecondition, "etcdserver: permission is not granted to the role"),
+        AuthNotEnabled => (Code::FailedPrecondition, "etcdserver: authentication is not enabled"),
+        InvalidAuthToken => (Code::Unauthenticated, "etcdserver: invalid auth token"),
+        InvalidAuthMgmt => (Code::InvalidArgument, "etcdserver: invalid auth management"),
+        AuthOldRevision => (Code::InvalidArgument, "etcdserver: revision of auth store is old"),
+        Unmapped(inner) => return (Code::Unknown, auth_package_text(inner)),
         Malformed(msg) => return (Code::InvalidArgument, msg.clone()),
         NotImplemented(what) => return (Code::Unimplemented, format!("stead: {what} is not implemented yet")),
         Internal(msg) => return (Code::Unknown, msg.clone()),
     };
     (code, text.to_string())
+}
+
+/// A gRPC status as grpc-go prints it (`rpc error: code = … desc = …`): etcd
+/// puts that text in a watch's cancel reason.
+pub fn go_status_text(err: &RequestError) -> String {
+    let (code, text) = etcd_status(err);
+    let name = match code {
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Unavailable => "Unavailable",
+        Code::Unauthenticated => "Unauthenticated",
+    };
+    format!("rpc error: code = {name} desc = {text}")
+}
+
+/// The text etcd's auth package itself gives an error (`auth: …`), which its
+/// maintenance service returns without mapping it to an `etcdserver:` status.
+fn auth_package_text(err: &RequestError) -> String {
+    match err {
+        RequestError::UserEmpty => "auth: user name is empty".into(),
+        RequestError::UserNotFound => "auth: user not found".into(),
+        RequestError::PermissionDenied => "auth: permission denied".into(),
+        RequestError::InvalidAuthToken => "auth: invalid auth token".into(),
+        RequestError::AuthOldRevision => "auth: revision in header is old".into(),
+        other => etcd_status(other).1,
+    }
 }

@@ -15,6 +15,9 @@ use tokio::task::AbortHandle;
 
 use crate::actors::watch::{CloseStream, OpenStream, StreamId, StreamRequest, WatchHub};
 use crate::error::RequestError;
+use crate::net::status::go_status_text;
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::service::ClientService;
 use crate::proto::etcdserverpb as pb;
 
 /// An open stream on the hub, until its responses are taken as a stream.
@@ -28,6 +31,9 @@ pub struct WatchSession {
 pub struct RequestSink {
     hub: Addr<WatchHub>,
     stream: StreamId,
+    /// The client service acting for the stream's caller: checks each create's
+    /// range against their permissions.
+    caller: ClientService,
 }
 
 /// Closes the hub's stream and stops the reader task when dropped.
@@ -54,7 +60,13 @@ impl RequestSink {
     /// a client that writes requests faster than the hub serves them). `false`
     /// when the hub is gone.
     pub async fn send(&self, request: pb::WatchRequest) -> bool {
-        self.hub.send(StreamRequest { stream: self.stream, request }).await.is_ok()
+        let refused = match &request.request_union {
+            Some(RequestUnion::CreateRequest(c)) => {
+                self.caller.authorize_watch(&c.key, &c.range_end).await.err().map(|e| go_status_text(&e))
+            }
+            _ => None,
+        };
+        self.hub.send(StreamRequest { stream: self.stream, request, refused }).await.is_ok()
     }
 
     /// The client is gone: the hub drops the stream and its watchers, which ends
@@ -65,10 +77,11 @@ impl RequestSink {
 }
 
 impl WatchSession {
-    /// Opens a stream on the hub.
-    pub async fn open(hub: Addr<WatchHub>) -> Result<WatchSession, RequestError> {
+    /// Opens a stream on the hub for `caller` (the service acting for the
+    /// client's credentials).
+    pub async fn open(hub: Addr<WatchHub>, caller: ClientService) -> Result<WatchSession, RequestError> {
         let opened = hub.send(OpenStream).await.map_err(|_| RequestError::Stopped)?;
-        let sink = RequestSink { hub, stream: opened.id };
+        let sink = RequestSink { hub, stream: opened.id, caller };
         Ok(WatchSession { responses: opened.responses, guard: CloseGuard { sink, reader: None } })
     }
 
