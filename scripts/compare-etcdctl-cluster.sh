@@ -168,6 +168,10 @@ def text(s):
     s = re.sub(r"\b(m[123])\b", lambda g: roles[g.group(1)], s)
     s = re.sub(r'^(ETCD_INITIAL_CLUSTER=)"([^"]*)"', lambda g: g.group(1) + '"' + ",".join(sorted(g.group(2).split(","))) + '"', s, flags=re.M)
     s = re.sub(r"\b(etcdctl|steadctl)\b", "CTL", s)
+    # steadctl prints `Error:  ` (two spaces, the project spec), etcdctl 3.4 one
+    s = re.sub(r"^Error:  ", "Error: ", s, flags=re.M)
+    # clientv3's retry warnings: etcdctl 3.4 always, steadctl with --debug
+    s = re.sub(r'^.*"msg":"retrying of unary invoker failed".*\n', "", s, flags=re.M)
     s = re.sub(r'"ts":"[^"]*"', '"ts":"<TS>"', s)
     s = re.sub(r"client-[0-9a-f-]{36}", "client-<UUID>", s)
     s = re.sub(r"/127\.0\.0\.1:\d+", "/<EP>", s)

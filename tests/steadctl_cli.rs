@@ -30,15 +30,15 @@ fn version_is_the_one_deliberate_difference() {
 fn usage_errors_exit_like_etcdctl() {
     // (args, exit code, stderr)
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["get"], 128, "Error: get command needs one argument as key and an optional argument as range_end\n"),
-        (&["del"], 128, "Error: del command needs one argument as key and an optional argument as range_end\n"),
-        (&["compaction"], 128, "Error: compaction command needs 1 argument\n"),
-        (&["compaction", "abc"], 1, "Error: strconv.ParseInt: parsing \"abc\": invalid syntax\n"),
-        (&["put", "k", "v", "--lease=zz"], 128, "Error: bad lease ID (strconv.ParseInt: parsing \"zz\": invalid syntax), expecting ID in Hex\n"),
-        (&["get", "k", "--consistency=x"], 4, "Error: unknown consistency flag \"x\"\n"),
-        (&["get", "k", "-w", "xml"], 4, "Error: unsupported output format\n"),
-        (&["txn", "extra"], 128, "Error: txn command does not accept argument\n"),
-        (&["put", "k", "v", "--badflag"], 1, "Error: unknown flag: --badflag\n\nError: unknown flag: --badflag\n"),
+        (&["get"], 128, "Error:  get command needs one argument as key and an optional argument as range_end\n"),
+        (&["del"], 128, "Error:  del command needs one argument as key and an optional argument as range_end\n"),
+        (&["compaction"], 128, "Error:  compaction command needs 1 argument\n"),
+        (&["compaction", "abc"], 1, "Error:  strconv.ParseInt: parsing \"abc\": invalid syntax\n"),
+        (&["put", "k", "v", "--lease=zz"], 128, "Error:  bad lease ID (strconv.ParseInt: parsing \"zz\": invalid syntax), expecting ID in Hex\n"),
+        (&["get", "k", "--consistency=x"], 4, "Error:  unknown consistency flag \"x\"\n"),
+        (&["get", "k", "-w", "xml"], 4, "Error:  unsupported output format\n"),
+        (&["txn", "extra"], 128, "Error:  txn command does not accept argument\n"),
+        (&["put", "k", "v", "--badflag"], 1, "Error: unknown flag: --badflag\n\nError:  unknown flag: --badflag\n"),
     ];
     for (args, code, stderr) in cases {
         let out = steadctl(args);
@@ -49,19 +49,22 @@ fn usage_errors_exit_like_etcdctl() {
 
 #[test]
 fn unsupported_flags_and_commands_fail_clearly() {
-    let out = steadctl(&["--user=root:pw", "get", "k"]);
+    let out = steadctl(&["--cert=client.pem", "get", "k"]);
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(text(&out.stderr), "Error: steadctl does not support --user (authentication) yet\n");
+    assert_eq!(text(&out.stderr), "Error:  steadctl does not support --cert (TLS) yet\n");
     let out = steadctl(&["watch", "k", "-i"]);
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(text(&out.stderr), "Error: steadctl does not support watch --interactive yet\n");
+    assert_eq!(text(&out.stderr), "Error:  steadctl does not support watch --interactive yet\n");
 }
 
 #[test]
 fn unreachable_endpoint_times_out_like_etcdctl() {
     let out = steadctl(&["--endpoints=127.0.0.1:1", "--command-timeout=300ms", "get", "k"]);
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "Error:  context deadline exceeded\n");
+    // clientv3's retry warnings, as etcdctl 3.4 prints them, with --debug.
+    let out = steadctl(&["--endpoints=127.0.0.1:1", "--command-timeout=300ms", "--debug", "get", "k"]);
     let err = text(&out.stderr);
-    assert!(err.ends_with("\nError: context deadline exceeded\n"), "{err}");
+    assert!(err.ends_with("\nError:  context deadline exceeded\n"), "{err}");
     assert!(err.contains("\"msg\":\"retrying of unary invoker failed\""), "{err}");
 }

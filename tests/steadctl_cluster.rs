@@ -260,7 +260,7 @@ fn cluster_commands_match_etcdctl_shapes() {
     let out = steadctl(&["--endpoints", &fep, "member", "add", "again", &format!("--peer-urls={new_peer}")]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.ends_with("\nError: etcdserver: Peer URLs already exists\n"), "{err}");
+    assert!(err.ends_with("\nError:  etcdserver: Peer URLs already exists\n"), "{err}");
     assert!(err.starts_with("{\"level\":\"warn\""), "{err}");
     assert!(
         err.contains("\"target\":\"endpoint://client-") && err.contains(&format!("/{fep}\"")),
@@ -271,7 +271,7 @@ fn cluster_commands_match_etcdctl_shapes() {
     let out = steadctl(&["--endpoints", &fep, "member", "promote", &new_id]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).ends_with("Error: etcdserver: can only promote a learner member which is in sync with leader\n"),
+        text(&out.stderr).ends_with("Error:  etcdserver: can only promote a learner member which is in sync with leader\n"),
         "{}",
         text(&out.stderr)
     );
@@ -281,7 +281,7 @@ fn cluster_commands_match_etcdctl_shapes() {
     assert_eq!(removed, format!("Member {:>16} removed from cluster {:>16}\n", new_id, c.cluster_id));
     let out = steadctl(&["--endpoints", &fep, "member", "remove", &new_id]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).ends_with("\nError: etcdserver: member not found\n"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).ends_with("\nError:  etcdserver: member not found\n"), "{}", text(&out.stderr));
     assert_eq!(ok(&["--endpoints", &all, "member", "list"]).lines().count(), 3);
 
     // move-leader: to a follower, through all endpoints.
@@ -293,11 +293,11 @@ fn cluster_commands_match_etcdctl_shapes() {
     let followers: Vec<String> = (0..3).filter(|i| *i != target).map(|i| c.endpoint(i)).collect();
     let out = steadctl(&["--endpoints", &followers.join(","), "move-leader", &c.members[leader].id]);
     assert_eq!(out.status.code(), Some(128));
-    assert_eq!(text(&out.stderr), format!("Error: no leader endpoint given at [{}]\n", followers.join(" ")));
+    assert_eq!(text(&out.stderr), format!("Error:  no leader endpoint given at [{}]\n", followers.join(" ")));
     // Not a member: the leader refuses.
     let out = steadctl(&["--endpoints", &all, "move-leader", "12"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).ends_with("\nError: etcdserver: bad leader transferee\n"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).ends_with("\nError:  etcdserver: bad leader transferee\n"), "{}", text(&out.stderr));
 
     // The gateway agrees with what steadctl printed.
     let (_, list) = post(&c.members[0].server.endpoint, "/v3/cluster/member/list", "{}");

@@ -70,11 +70,11 @@ fn lease_commands_print_like_etcdctl() {
     // Errors: etcdctl's texts and exit codes.
     let out = steadctl(&ep, &["lease", "keep-alive", "--once", &id]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: etcdserver: requested lease not found\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error:  etcdserver: requested lease not found\n");
     let out = steadctl(&ep, &["lease", "revoke", &id]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .ends_with("Error: failed to revoke lease (etcdserver: requested lease not found)\n"));
+        .ends_with("Error:  failed to revoke lease (etcdserver: requested lease not found)\n"));
     let out = steadctl(&ep, &["lease", "keep-alive", &id]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("lease {id} expired or revoked.\n"));
@@ -82,9 +82,9 @@ fn lease_commands_print_like_etcdctl() {
     assert_eq!(out.status.code(), Some(128));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "Error: bad lease ID arg (strconv.ParseInt: parsing \"zz\": invalid syntax), expecting ID in Hex\n"
+        "Error:  bad lease ID arg (strconv.ParseInt: parsing \"zz\": invalid syntax), expecting ID in Hex\n"
     );
     let out = steadctl(&ep, &["lease", "grant"]);
     assert_eq!(out.status.code(), Some(128));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: lease grant command needs TTL argument\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error:  lease grant command needs TTL argument\n");
 }

@@ -71,7 +71,7 @@ pub struct GlobalArgs {
     /// skip server certificate verification (not supported: no TLS)
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
     pub insecure_skip_tls_verify: bool,
-    /// enable client-side debug logging (not supported)
+    /// enable client-side debug logging (here: clientv3's retry warnings on stderr)
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, env = "ETCDCTL_DEBUG")]
     pub debug: bool,
     /// identify secure client using this TLS certificate file (not supported)
@@ -83,10 +83,10 @@ pub struct GlobalArgs {
     /// verify certificates of TLS-enabled secure servers using this CA bundle (not supported)
     #[arg(long, global = true, env = "ETCDCTL_CACERT")]
     pub cacert: Option<String>,
-    /// username[:password] for authentication (not supported yet)
+    /// username[:password] for authentication (prompt if password is not supplied)
     #[arg(long, global = true, env = "ETCDCTL_USER")]
     pub user: Option<String>,
-    /// password for authentication (not supported yet)
+    /// password for authentication (if this option is used, --user option shouldn't include password)
     #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
     pub password: Option<String>,
     /// domain name to query for SRV records describing cluster endpoints (not supported)
@@ -120,6 +120,12 @@ pub enum Command {
     Lease(LeaseArgs),
     /// Membership related commands
     Member(MemberArgs),
+    /// Enable or disable authentication
+    Auth(AuthArgs),
+    /// User related commands
+    User(UserArgs),
+    /// Role related commands
+    Role(RoleArgs),
     /// Prints the version of steadctl
     Version(VersionArgs),
     /// etcdctl commands steadctl does not implement yet.
@@ -263,6 +269,125 @@ pub enum EndpointCommand {
     Status(NoArgs),
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub command: Option<AuthCommand>,
+}
+
+/// etcdctl's auth subcommands (and etcd 3.5's `status`).
+#[derive(Subcommand, Debug, Clone)]
+pub enum AuthCommand {
+    /// Enables authentication
+    Enable(NoArgs),
+    /// Disables authentication
+    Disable(NoArgs),
+    /// Returns authentication status
+    Status(NoArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: Option<UserCommand>,
+}
+
+/// etcdctl's user subcommands, in its registration order.
+#[derive(Subcommand, Debug, Clone)]
+pub enum UserCommand {
+    /// Adds a new user
+    Add(UserAddArgs),
+    /// Deletes a user
+    Delete(NoArgs),
+    /// Gets detailed information of a user
+    Get(UserGetArgs),
+    /// Lists all users
+    List(NoArgs),
+    /// Changes password of user
+    Passwd(UserPasswdArgs),
+    /// Grants a role to a user
+    #[command(name = "grant-role")]
+    GrantRole(NoArgs),
+    /// Revokes a role from a user
+    #[command(name = "revoke-role")]
+    RevokeRole(NoArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UserAddArgs {
+    /// Read password from stdin instead of interactive terminal
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool)]
+    pub interactive: bool,
+    /// Supply password from the command line flag
+    #[arg(long = "new-user-password", default_value = "")]
+    pub new_user_password: String,
+    /// Create a user without password (CN based auth only)
+    #[arg(long = "no-password", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub no_password: bool,
+    /// <user name or user:password>
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UserGetArgs {
+    /// Show permissions of roles granted to the user
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub detail: bool,
+    /// <user name>
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UserPasswdArgs {
+    /// If true, read password from stdin instead of interactive terminal
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool)]
+    pub interactive: bool,
+    /// <user name>
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RoleArgs {
+    #[command(subcommand)]
+    pub command: Option<RoleCommand>,
+}
+
+/// etcdctl's role subcommands, in its registration order.
+#[derive(Subcommand, Debug, Clone)]
+pub enum RoleCommand {
+    /// Adds a new role
+    Add(NoArgs),
+    /// Deletes a role
+    Delete(NoArgs),
+    /// Gets detailed information of a role
+    Get(NoArgs),
+    /// Lists all roles
+    List(NoArgs),
+    /// Grants a key to a role
+    #[command(name = "grant-permission")]
+    GrantPermission(RolePermArgs),
+    /// Revokes a key from a role
+    #[command(name = "revoke-permission")]
+    RevokePermission(RolePermArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RolePermArgs {
+    /// grant (or revoke) a prefix permission
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub prefix: bool,
+    /// grant (or revoke) a permission of keys that are greater than or equal to the given key using byte compare
+    #[arg(long = "from-key", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub from_key: bool,
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(e.code, EXIT_BAD_ARGS);
         assert_eq!(
             e.stderr_text(),
-            "Error: bad member ID arg (strconv.ParseUint: parsing \"zz\": invalid syntax), expecting ID in Hex\n"
+            "Error:  bad member ID arg (strconv.ParseUint: parsing \"zz\": invalid syntax), expecting ID in Hex\n"
         );
         let e = member_id_arg(&[]).unwrap_err();
         assert_eq!((e.code, e.msg.as_str()), (EXIT_BAD_ARGS, "member ID is not provided"));

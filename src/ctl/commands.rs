@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use clap::{CommandFactory, Parser};
 
-use super::args::{self, Cli, Command, EndpointCommand, GlobalArgs, LeaseCommand, MemberCommand, ParseFailure};
+use super::args::{
+    self, AuthCommand, Cli, Command, EndpointCommand, GlobalArgs, LeaseCommand, MemberCommand, ParseFailure, RoleCommand,
+    UserCommand,
+};
 use super::gateway::{Endpoint, Gateway, Idempotence, LogTarget, RpcError, CODE_PERMISSION_DENIED};
 use super::printer::{EpHealth, EpStatus, Format, Printer};
-use super::{cluster, gofmt, lease, ops, txn, watch, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
+use super::{auth, cluster, gofmt, lease, ops, txn, watch, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
     StatusRequest, StatusResponse, TxnResponse,
@@ -26,8 +29,14 @@ const ETCDCTL_COMMANDS: &[&str] = &[
     "version", "lease", "member", "snapshot", "make-mirror", "migrate", "lock", "elect", "auth", "user",
     "role", "check", "help",
 ];
-const STEADCTL_COMMANDS: &[&str] =
-    &["get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "watch", "lease", "member", "version"];
+const STEADCTL_COMMANDS: &[&str] = &[
+    "get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "watch", "lease", "member", "version", "auth",
+    "user", "role",
+];
+/// etcdctl's `user`, `role` and `auth` subcommands in registration order.
+const USER_COMMANDS: &[&str] = &["add", "delete", "get", "list", "passwd", "grant-role", "revoke-role"];
+const ROLE_COMMANDS: &[&str] = &["add", "delete", "get", "list", "grant-permission", "revoke-permission"];
+const AUTH_COMMANDS: &[&str] = &["enable", "disable", "status"];
 /// etcdctl's `member` subcommands in registration order (cobra prefix-matches them too).
 const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 /// etcdctl's `lease` subcommands in registration order.
@@ -98,6 +107,18 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
                 print_out(help.as_bytes());
                 Ok(())
             }
+        },
+        Some(Command::Auth(a)) => match a.command {
+            Some(AuthCommand::Other(_)) | None => print_usage("auth"),
+            Some(c) => auth::auth(&g, c),
+        },
+        Some(Command::User(a)) => match a.command {
+            Some(UserCommand::Other(_)) | None => print_usage("user"),
+            Some(c) => auth::user(&g, c),
+        },
+        Some(Command::Role(a)) => match a.command {
+            Some(RoleCommand::Other(_)) | None => print_usage("role"),
+            Some(c) => auth::role(&g, c),
         },
         Some(Command::Member(a)) => match a.command {
             Some(MemberCommand::Add(a)) => cluster::member_add(&g, a),
@@ -177,8 +198,23 @@ fn resolve_command_prefix(argv: &mut [OsString]) {
         if argv[i] == "lease" {
             resolve_subcommand_prefix(&mut argv[i + 1..], LEASE_COMMANDS);
         }
+        for (command, subcommands) in [("user", USER_COMMANDS), ("role", ROLE_COMMANDS), ("auth", AUTH_COMMANDS)] {
+            if argv[i] == command {
+                resolve_subcommand_prefix(&mut argv[i + 1..], subcommands);
+            }
+        }
         return;
     }
+}
+
+/// A command group's usage (exit 0), as cobra prints it for a missing or
+/// unknown subcommand.
+fn print_usage(command: &str) -> Result<(), CtlError> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let help = cmd.find_subcommand_mut(command).map(|c| c.render_help().to_string()).unwrap_or_default();
+    print_out(help.as_bytes());
+    Ok(())
 }
 
 /// cobra's prefix matching one level down: the first word that is not a flag.
@@ -312,18 +348,20 @@ pub(super) fn gateway_from(g: &GlobalArgs) -> Result<Gateway, CtlError> {
         (g.cacert.is_some(), "--cacert (TLS)"),
         (g.insecure_skip_tls_verify, "--insecure-skip-tls-verify (TLS)"),
         (!g.insecure_transport, "--insecure-transport=false (TLS)"),
-        (g.user.is_some(), "--user (authentication)"),
-        (g.password.is_some(), "--password (authentication)"),
         (g.discovery_srv.is_some(), "--discovery-srv (DNS discovery)"),
         (g.discovery_srv_name.is_some(), "--discovery-srv-name (DNS discovery)"),
-        (g.debug, "--debug"),
     ] {
         if set {
             return unsupported(flag);
         }
     }
+    if g.debug {
+        super::gateway::enable_client_log();
+    }
     let endpoints = endpoints_from(g)?;
-    Ok(Gateway::new(endpoints, g.dial_timeout))
+    let gateway = Gateway::new(endpoints, g.dial_timeout);
+    auth::log_in(&gateway, g)?;
+    Ok(gateway)
 }
 
 fn endpoints_from(g: &GlobalArgs) -> Result<Vec<Endpoint>, CtlError> {
@@ -556,12 +594,12 @@ mod tests {
         assert_eq!(e.code, 1);
         assert_eq!(
             e.stderr_text(),
-            "Error: unknown command \"gett\" for \"steadctl\"\n\nDid you mean this?\n\tget\n\nRun 'steadctl --help' for usage.\nError: unknown command \"gett\" for \"steadctl\"\n\nDid you mean this?\n\tget\n\n"
+            "Error: unknown command \"gett\" for \"steadctl\"\n\nDid you mean this?\n\tget\n\nRun 'steadctl --help' for usage.\nError:  unknown command \"gett\" for \"steadctl\"\n\nDid you mean this?\n\tget\n\n"
         );
         let e = unknown_command("bogus");
         assert_eq!(
             e.stderr_text(),
-            "Error: unknown command \"bogus\" for \"steadctl\"\nRun 'steadctl --help' for usage.\nError: unknown command \"bogus\" for \"steadctl\"\n"
+            "Error: unknown command \"bogus\" for \"steadctl\"\nRun 'steadctl --help' for usage.\nError:  unknown command \"bogus\" for \"steadctl\"\n"
         );
         let e = unknown_command("snaps");
         assert_eq!((e.code, e.msg.as_str()), (4, "steadctl does not support the \"snapshot\" command yet"));

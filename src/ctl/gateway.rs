@@ -29,6 +29,32 @@ const MAX_RESPONSE_BYTES: u64 = i32::MAX as u64;
 const RETRY_BACKOFF: Duration = Duration::from_millis(25);
 const RETRY_ATTEMPTS_MAX: u32 = 100;
 
+/// The token this run authenticated with (`--user`): every call carries it in
+/// the `Authorization` header, as etcd's gateway expects. One process, one
+/// identity, hence one value for the whole run.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Whether clientv3's retry warnings are written (`--debug`): etcdctl 3.4
+/// prints them for every failed call, the project's spec session shows none.
+static CLIENT_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn enable_client_log() {
+    CLIENT_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Records the run's token (the first one wins).
+pub fn set_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
+/// `Authorization` with the run's token, if it authenticated.
+pub fn authorize<B>(request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match TOKEN.get() {
+        Some(token) => request.header("Authorization", token),
+        None => request,
+    }
+}
+
 /// One `--endpoints` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -264,9 +290,7 @@ impl Gateway {
             Some(r) => r.min(self.dial_timeout),
             None => self.dial_timeout,
         };
-        let result = self
-            .agent
-            .post(&url)
+        let result = authorize(self.agent.post(&url))
             .header("Content-Type", "application/json")
             .config()
             .timeout_global(remaining)
@@ -296,8 +320,12 @@ impl Gateway {
         Attempt::Answer(Err(gateway_error(status, &text, path)))
     }
 
-    /// clientv3's `retrying of unary invoker failed` warning (zap JSON, stderr).
+    /// clientv3's `retrying of unary invoker failed` warning (zap JSON, stderr),
+/// with `--debug` only.
     fn warn(&self, target: &LogTarget, attempt: u32, err: &RpcError, unreachable: &str) {
+        if !CLIENT_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let first = self.log_host.as_str();
         let (target, deadline_desc) = match target {
             LogTarget::Quiet => return,

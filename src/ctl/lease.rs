@@ -288,7 +288,7 @@ fn keep_alive_once(gw: &Gateway, id: i64, timeout: Option<Duration>) -> Result<L
             .build()
             .into();
         let url = format!("{}/v3/lease/keepalive", ep.base_url);
-        let resp = match agent.post(&url).header("Content-Type", "application/json").send(&body) {
+        let resp = match super::gateway::authorize(agent.post(&url)).header("Content-Type", "application/json").send(&body) {
             Ok(r) => r,
             Err(e) => {
                 last = RpcError::Status { code: super::gateway::CODE_UNAVAILABLE, desc: e.to_string() };

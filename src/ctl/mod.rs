@@ -20,6 +20,7 @@
 //! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`.
 
 pub mod args;
+pub mod auth;
 pub mod cluster;
 pub mod commands;
 pub mod gateway;
@@ -47,7 +48,8 @@ pub const EXIT_GO_PANIC: i32 = 2;
 /// How a failure is reported on stderr.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Style {
-    /// `Error: <msg>` (etcdctl's `ExitWithError`).
+    /// `Error:  <msg>` (etcdctl's `ExitWithError`; two spaces, as the project's
+    /// spec session shows it, where etcdctl 3.4 prints one).
     Error,
     /// `panic: <msg>`: etcdctl 3.4 panics on some inputs; we exit the same way
     /// without the goroutine dump.
@@ -84,7 +86,7 @@ impl CtlError {
     /// The bytes etcdctl writes to stderr for this failure.
     pub fn stderr_text(&self) -> String {
         let body = match self.style {
-            Style::Error => format!("Error: {}\n", self.msg),
+            Style::Error => format!("Error:  {}\n", self.msg),
             Style::Panic => format!("panic: {}\n", self.msg),
             Style::Silent => String::new(),
         };

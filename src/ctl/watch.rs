@@ -343,7 +343,7 @@ fn stream_once<W: Write>(
     let body = serde_json::to_string(&request)
         .map_err(|e| CtlError::new(EXIT_ERROR, format!("steadctl: cannot encode the watch request: {e}")))?;
     let url = format!("{}/v3/watch", ep.base_url);
-    let resp = match agent.post(&url).header("Content-Type", "application/json").send(&body) {
+    let resp = match super::gateway::authorize(agent.post(&url)).header("Content-Type", "application/json").send(&body) {
         Ok(r) => r,
         Err(_) => return Ok(Ended::Broken),
     };

@@ -310,6 +310,10 @@ impl AuthState {
                     let root = root.clone();
                     self.put_user(batch, root);
                 }
+                // As after etcdctl's `role add root`: the role exists too.
+                if !self.roles.contains_key(ROOT_ROLE) {
+                    self.put_role(batch, Role { name: ROOT_ROLE.into(), key_permission: Vec::new() });
+                }
                 self.enabled = true;
                 batch.stage_put(Bucket::Auth, ENABLED_KEY.to_vec(), vec![1]);
                 self.bump_revision(batch);
@@ -600,6 +604,7 @@ mod tests {
         apply(&mut s, &mut store, &anyone, Internal::AuthEnable(pb::AuthEnableRequest {})).unwrap();
         assert!(s.enabled());
         assert_eq!(s.user("root").unwrap().roles, vec!["root".to_string()]);
+        assert!(s.roles.contains_key("root"));
         // Now admin calls need root: no credentials look up user "".
         assert_eq!(apply(&mut s, &mut store, &anyone, Internal::UserList(pb::AuthUserListRequest {})), Err(RequestError::UserNotFound));
         let root = AuthInfo { username: "root".into(), revision: s.revision() };
