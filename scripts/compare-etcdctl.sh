@@ -257,7 +257,7 @@ normalise() { # FILE-PREFIX ENDPOINT BASE
             s/\b(etcdctl)\b/CTL/g; s/\bsteadctl\b/CTL/g;
             # steadctl prints `Error:  ` (two spaces, the project spec), etcdctl 3.4 one
             s/^Error:  /Error: /;
-            # clientv3's retry warnings: etcdctl 3.4 always, steadctl with --debug
+            # clientv3 retry warnings: etcdctl 3.4 always, steadctl with --debug
             $_ = "" if /"msg":"retrying of unary invoker failed"/;
             s/"ts":"[^"]*"/"ts":"<TS>"/g;
             s/client-[0-9a-f-]{36}/client-<UUID>/g;
