@@ -83,12 +83,18 @@ pub struct Flags {
     pub log_level: Option<String>,
     #[arg(long = "log-format")]
     pub log_format: Option<String>,
+    #[arg(long = "auth-token")]
+    pub auth_token: Option<String>,
+    #[arg(long = "auth-token-ttl")]
+    pub auth_token_ttl: Option<String>,
+    #[arg(long = "bcrypt-cost")]
+    pub bcrypt_cost: Option<String>,
 }
 
 impl Flags {
     /// The flags given, as (config key, value), in the order of `KEYS`.
     fn given(&self) -> Vec<(&'static str, String)> {
-        let all: [(&'static str, &Option<String>); 21] = [
+        let all: [(&'static str, &Option<String>); 24] = [
             ("name", &self.name),
             ("data-dir", &self.data_dir),
             ("listen-client-urls", &self.listen_client_urls),
@@ -109,6 +115,9 @@ impl Flags {
             ("listen-metrics-urls", &self.listen_metrics_urls),
             ("log-level", &self.log_level),
             ("log-format", &self.log_format),
+            ("auth-token", &self.auth_token),
+            ("auth-token-ttl", &self.auth_token_ttl),
+            ("bcrypt-cost", &self.bcrypt_cost),
             ("config", &None),
         ];
         all.into_iter()
@@ -124,7 +133,7 @@ const UNSUPPORTED_ETCD_FLAGS: &[&str] = &[
     "auto-tls", "peer-cert-file", "peer-key-file", "peer-client-cert-auth",
     "peer-trusted-ca-file", "peer-auto-tls", "peer-crl-file", "discovery", "discovery-srv",
     "discovery-fallback", "discovery-proxy", "proxy", "enable-v2", "wal-dir", "max-snapshots",
-    "max-wals", "auth-token", "bcrypt-cost", "cors", "host-whitelist", "force-new-cluster",
+    "max-wals", "cors", "host-whitelist", "force-new-cluster",
     "enable-pprof", "logger", "log-outputs", "grpc-keepalive-min-time",
     "grpc-keepalive-interval", "grpc-keepalive-timeout", "listen-client-http-urls",
     "strict-reconfig-check", "pre-vote", "initial-election-tick-advance",
@@ -181,6 +190,13 @@ pub struct Settings {
     pub auto_compaction: crate::compactor::AutoCompaction,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `--auth-token`: `simple`, or `jwt,pub-key=…,priv-key=…,sign-method=…`
+    /// (checked and loaded when the auth actor starts).
+    pub auth_token: String,
+    /// `--auth-token-ttl`: how long a simple token lives unused.
+    pub auth_token_ttl: std::time::Duration,
+    /// `--bcrypt-cost` of new password hashes.
+    pub bcrypt_cost: u32,
 }
 
 impl Settings {
@@ -230,6 +246,9 @@ struct RawSettings {
     listen_metrics_urls: String,
     log_level: String,
     log_format: String,
+    auth_token: String,
+    auth_token_ttl: u64,
+    bcrypt_cost: u32,
     /// The per-member tables of a file; already layered in by `build`.
     #[serde(default)]
     #[allow(dead_code)]
@@ -256,6 +275,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("listen-metrics-urls", ""),
     ("log-level", "info"),
     ("log-format", "text"),
+    ("auth-token", "simple"),
+    ("auth-token-ttl", "300"),
+    ("bcrypt-cost", "10"),
 ];
 
 /// Keys that only make sense with a value: `data-dir` and `initial-cluster` have
@@ -493,6 +515,12 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         "json" => LogFormat::Json,
         other => return Err(bad("log-format", format!("expected \"text\" or \"json\", got {other:?}"))),
     };
+    if raw.auth_token_ttl == 0 {
+        return Err(bad("auth-token-ttl", "must be at least 1 (seconds)".into()));
+    }
+    if !(4..=31).contains(&raw.bcrypt_cost) {
+        return Err(bad("bcrypt-cost", format!("{} is outside bcrypt's 4..=31", raw.bcrypt_cost)));
+    }
     let data_dir = PathBuf::from(raw.data_dir.clone().unwrap_or_else(|| format!("{}.stead", raw.name)));
     Ok(Settings {
         name: raw.name,
@@ -513,6 +541,9 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         auto_compaction,
         log_level,
         log_format,
+        auth_token: raw.auth_token,
+        auth_token_ttl: std::time::Duration::from_secs(raw.auth_token_ttl),
+        bcrypt_cost: raw.bcrypt_cost,
     })
 }
 

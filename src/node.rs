@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
-use crate::actors::auth::{AuthActor, SIMPLE_TOKEN_TTL};
+use crate::actors::auth::{AuthActor, TokenProvider};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::proto::etcdserverpb as pb;
 use crate::actors::store::{GetStatus, HeaderIds, StoreActor, StorePeers};
@@ -337,9 +337,12 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let hub = WatchHub::start_in_arbiter(&watch_arbiter, move |_| WatchHub::new(hub_config));
     let hub_recipient = hub.clone().recipient();
     let auth_enabled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let provider = TokenProvider::from_flag(&settings.auth_token, settings.auth_token_ttl)
+        .map_err(|e| NodeError::Startup(format!("--auth-token: {e}")))?;
     let auth = {
         let enabled = auth_enabled.clone();
-        AuthActor::start_in_arbiter(&Arbiter::new().handle(), move |_| AuthActor::new(SIMPLE_TOKEN_TTL, enabled))
+        let cost = settings.bcrypt_cost;
+        AuthActor::start_in_arbiter(&Arbiter::new().handle(), move |_| AuthActor::new(provider, cost, enabled))
     };
     let auth_recipient = auth.clone().recipient();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

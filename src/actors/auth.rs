@@ -1,7 +1,10 @@
 //! `AuthActor`: who is asking, and may they. Runs on an arbiter of its own.
 //!
-//! It owns the simple tokens (token → user, each with a TTL that every use
-//! renews, as etcd's simple token provider) and mirrors the applied auth state
+//! It owns the tokens, as `--auth-token` says: simple tokens (token → user,
+//! each with a TTL that every use renews, as etcd's simple token provider), or
+//! JWTs signed with a configured key pair (the user and the auth revision in
+//! signed claims, so any member with the key honours them, and any auth change
+//! voids them as "revision of auth store is old"). It mirrors the applied auth state
 //! (`kv::auth::AuthState`) from the store's `AuthChanged` messages, so the API
 //! edge can resolve a token and check a read or an admin call without touching
 //! the store. Tokens are assigned when an `Authenticate` entry applies, on every
@@ -23,10 +26,6 @@ use crate::error::RequestError;
 use crate::kv::auth::{Access, AuthInfo, AuthState, TokenChange};
 use crate::proto::etcdserverpb as pb;
 
-/// etcd's default bcrypt cost (`--bcrypt-cost`).
-pub const BCRYPT_COST: u32 = 10;
-/// How long a simple token lives unused (etcd's `--auth-token-ttl` default).
-pub const SIMPLE_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// How often expired tokens are dropped.
 const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -70,6 +69,21 @@ pub struct CheckPassword {
     pub password: String,
 }
 
+/// A new password's bcrypt hash (at `--bcrypt-cost`), computed off the event loop.
+#[derive(Message)]
+#[rtype(result = "Result<String, RequestError>")]
+pub struct HashPassword(pub String);
+
+/// A signed token for a user whose password was checked at `revision`, when
+/// tokens are JWTs; `None` with simple tokens (those are assigned through the
+/// log).
+#[derive(Message)]
+#[rtype(result = "Result<Option<String>, RequestError>")]
+pub struct IssueToken {
+    pub username: String,
+    pub revision: u64,
+}
+
 /// (enabled, auth revision), etcd 3.5's AuthStatus.
 #[derive(Message)]
 #[rtype(result = "(bool, u64)")]
@@ -80,30 +94,123 @@ struct Token {
     expires: Instant,
 }
 
+/// How tokens are made and checked (`--auth-token`).
+pub enum TokenProvider {
+    /// etcd's simple tokens: random, assigned through the log on every member,
+    /// kept in memory, void after `ttl` unused.
+    Simple { ttl: Duration },
+    Jwt(JwtKeys),
+}
+
+/// A JWT key pair (or HMAC secret) and how long a token it signs lives.
+pub struct JwtKeys {
+    algorithm: jsonwebtoken::Algorithm,
+    /// Without a private key this member only verifies tokens.
+    signing: Option<jsonwebtoken::EncodingKey>,
+    verifying: jsonwebtoken::DecodingKey,
+    ttl: Duration,
+}
+
+/// The claims etcd puts in its JWTs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claims {
+    username: String,
+    revision: u64,
+    exp: u64,
+}
+
+impl TokenProvider {
+    /// Reads etcd's `--auth-token` value: `simple`, or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256[,ttl=5m]` (for an
+    /// HMAC method, `priv-key` is the secret). Key files are read here, at start.
+    pub fn from_flag(flag: &str, simple_ttl: Duration) -> Result<TokenProvider, String> {
+        let mut parts = flag.split(',');
+        match parts.next().unwrap_or_default() {
+            "simple" => Ok(TokenProvider::Simple { ttl: simple_ttl }),
+            "jwt" => {
+                let mut opts = HashMap::new();
+                for part in parts {
+                    let (k, v) = part.split_once('=').ok_or_else(|| format!("bad jwt option {part:?} (expected key=value)"))?;
+                    opts.insert(k.trim(), v.trim());
+                }
+                let method = opts.get("sign-method").ok_or("jwt needs sign-method")?;
+                let algorithm: jsonwebtoken::Algorithm =
+                    method.parse().map_err(|_| format!("unsupported jwt sign-method {method:?}"))?;
+                let ttl = match opts.get("ttl") {
+                    Some(t) => crate::compactor::parse_go_duration(t).map_err(|e| format!("bad jwt ttl {t:?}: {e}"))?,
+                    None => Duration::from_secs(300),
+                };
+                let read = |key: &str| -> Result<Option<Vec<u8>>, String> {
+                    opts.get(key).map(|path| std::fs::read(path).map_err(|e| format!("reading {key} {path}: {e}"))).transpose()
+                };
+                let (private, public) = (read("priv-key")?, read("pub-key")?);
+                use jsonwebtoken::{Algorithm as A, DecodingKey, EncodingKey};
+                let bad = |e: jsonwebtoken::errors::Error| format!("bad jwt key: {e}");
+                let (signing, verifying) = match algorithm {
+                    A::HS256 | A::HS384 | A::HS512 => {
+                        let secret = private.ok_or("an HMAC sign-method needs priv-key (the secret)")?;
+                        (Some(EncodingKey::from_secret(&secret)), DecodingKey::from_secret(&secret))
+                    }
+                    A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 => (
+                        private.map(|k| EncodingKey::from_rsa_pem(&k)).transpose().map_err(bad)?,
+                        DecodingKey::from_rsa_pem(&public.ok_or("jwt needs pub-key")?).map_err(bad)?,
+                    ),
+                    A::ES256 | A::ES384 => (
+                        private.map(|k| EncodingKey::from_ec_pem(&k)).transpose().map_err(bad)?,
+                        DecodingKey::from_ec_pem(&public.ok_or("jwt needs pub-key")?).map_err(bad)?,
+                    ),
+                    A::EdDSA => (
+                        private.map(|k| EncodingKey::from_ed_pem(&k)).transpose().map_err(bad)?,
+                        DecodingKey::from_ed_pem(&public.ok_or("jwt needs pub-key")?).map_err(bad)?,
+                    ),
+                };
+                Ok(TokenProvider::Jwt(JwtKeys { algorithm, signing, verifying, ttl }))
+            }
+            other => Err(format!("unknown token type {other:?} (expected simple or jwt,...)")),
+        }
+    }
+}
+
 pub struct AuthActor {
     state: Arc<AuthState>,
     tokens: HashMap<String, Token>,
-    token_ttl: Duration,
+    provider: TokenProvider,
+    bcrypt_cost: u32,
     /// Published for the API edge's fast path: with auth off and no token, a
     /// request need not ask this actor at all.
     enabled: Arc<AtomicBool>,
 }
 
 impl AuthActor {
-    pub fn new(token_ttl: Duration, enabled: Arc<AtomicBool>) -> Self {
-        AuthActor { state: Arc::new(AuthState::default()), tokens: HashMap::new(), token_ttl, enabled }
+    pub fn new(provider: TokenProvider, bcrypt_cost: u32, enabled: Arc<AtomicBool>) -> Self {
+        AuthActor { state: Arc::new(AuthState::default()), tokens: HashMap::new(), provider, bcrypt_cost, enabled }
     }
 
     fn resolve(&mut self, token: &str) -> Result<AuthInfo, RequestError> {
-        let now = Instant::now();
-        match self.tokens.get_mut(token) {
-            Some(t) if t.expires > now => {
-                t.expires = now + self.token_ttl;
-                Ok(AuthInfo { username: t.username.clone(), revision: self.state.revision() })
+        let invalid = || {
+            tracing::warn!("invalid auth token");
+            RequestError::InvalidAuthToken
+        };
+        match &self.provider {
+            TokenProvider::Simple { ttl } => {
+                let now = Instant::now();
+                match self.tokens.get_mut(token) {
+                    Some(t) if t.expires > now => {
+                        t.expires = now + *ttl;
+                        Ok(AuthInfo { username: t.username.clone(), revision: self.state.revision() })
+                    }
+                    _ => Err(invalid()),
+                }
             }
-            _ => {
-                tracing::warn!("invalid auth token");
-                Err(RequestError::InvalidAuthToken)
+            // The revision is the one the password was checked at: any auth
+            // change since makes the token stale (the client logs in again).
+            TokenProvider::Jwt(keys) => {
+                if !self.state.enabled() {
+                    return Err(invalid());
+                }
+                let validation = jsonwebtoken::Validation::new(keys.algorithm);
+                let data = jsonwebtoken::decode::<Claims>(token, &keys.verifying, &validation).map_err(|_| invalid())?;
+                Ok(AuthInfo { username: data.claims.username, revision: data.claims.revision })
             }
         }
     }
@@ -144,7 +251,9 @@ impl Handler<AuthChanged> for AuthActor {
         for change in msg.tokens {
             match change {
                 TokenChange::Assigned { token, username } => {
-                    self.tokens.insert(token, Token { username, expires: Instant::now() + self.token_ttl });
+                    if let TokenProvider::Simple { ttl } = &self.provider {
+                        self.tokens.insert(token, Token { username, expires: Instant::now() + *ttl });
+                    }
                 }
                 TokenChange::UserChanged(name) => self.tokens.retain(|_, t| t.username != name),
                 TokenChange::DropAll => self.tokens.clear(),
@@ -160,6 +269,38 @@ impl Handler<Authorize> for AuthActor {
     }
 }
 
+impl Handler<HashPassword> for AuthActor {
+    type Result = ResponseFuture<Result<String, RequestError>>;
+    fn handle(&mut self, msg: HashPassword, _: &mut Context<Self>) -> Self::Result {
+        let cost = self.bcrypt_cost;
+        Box::pin(async move {
+            actix_rt::task::spawn_blocking(move || bcrypt::hash(msg.0, cost))
+                .await
+                .map_err(|e| RequestError::Internal(format!("password hashing failed: {e}")))?
+                .map_err(|e| RequestError::Internal(format!("password hashing failed: {e}")))
+        })
+    }
+}
+
+impl Handler<IssueToken> for AuthActor {
+    type Result = Result<Option<String>, RequestError>;
+    fn handle(&mut self, msg: IssueToken, _: &mut Context<Self>) -> Self::Result {
+        let TokenProvider::Jwt(keys) = &self.provider else { return Ok(None) };
+        let signing = keys.signing.as_ref().ok_or_else(|| {
+            RequestError::Internal("this member has no JWT private key (priv-key) to sign tokens with".into())
+        })?;
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(keys.ttl)
+            .as_secs();
+        let claims = Claims { username: msg.username, revision: msg.revision, exp };
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(keys.algorithm), &claims, signing)
+            .map(Some)
+            .map_err(|e| RequestError::Internal(format!("signing a token: {e}")))
+    }
+}
+
 impl Handler<GetAuthStatus> for AuthActor {
     type Result = MessageResult<GetAuthStatus>;
     fn handle(&mut self, _: GetAuthStatus, _: &mut Context<Self>) -> Self::Result {
@@ -172,6 +313,7 @@ impl Handler<CheckPassword> for AuthActor {
     fn handle(&mut self, msg: CheckPassword, _: &mut Context<Self>) -> Self::Result {
         let enabled = self.state.enabled();
         let revision = self.state.revision();
+        let cost = self.bcrypt_cost;
         // A user without a password (or no such user) still costs one bcrypt
         // check, so a failed login takes as long whatever the reason.
         let hash = self
@@ -188,7 +330,7 @@ impl Handler<CheckPassword> for AuthActor {
             let matched = actix_rt::task::spawn_blocking(move || match hash {
                 Some(hash) => bcrypt::verify(password, &hash).unwrap_or(false),
                 None => {
-                    let _ = bcrypt::verify(password, dummy_hash());
+                    let _ = bcrypt::verify(password, dummy_hash(cost));
                     false
                 }
             })
@@ -204,17 +346,33 @@ impl Handler<CheckPassword> for AuthActor {
     }
 }
 
-/// A bcrypt hash of cost `BCRYPT_COST` that no password is checked against in
-/// earnest (it only evens out the time a failed login takes).
-fn dummy_hash() -> &'static str {
+/// A bcrypt hash (of the member's cost) that no password is checked against
+/// in earnest: it only evens out the time a failed login takes.
+fn dummy_hash(cost: u32) -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("stead: no such user", BCRYPT_COST).unwrap_or_default())
+    HASH.get_or_init(|| bcrypt::hash("stead: no such user", cost).unwrap_or_default())
 }
 
-/// The bcrypt hash a new password is stored as, computed off the event loops.
-pub async fn hash_password(password: String) -> Result<String, RequestError> {
-    actix_rt::task::spawn_blocking(move || bcrypt::hash(password, BCRYPT_COST))
-        .await
-        .map_err(|e| RequestError::Internal(format!("password hashing failed: {e}")))?
-        .map_err(|e| RequestError::Internal(format!("password hashing failed: {e}")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_token_flag_is_checked() {
+        let ttl = Duration::from_secs(300);
+        assert!(matches!(TokenProvider::from_flag("simple", ttl), Ok(TokenProvider::Simple { .. })));
+        for (flag, why) in [
+            ("opaque", "unknown token type"),
+            ("jwt,sign-method=RS256", "needs pub-key"),
+            ("jwt,pub-key=/nonexistent.pem,sign-method=RS256", "reading pub-key"),
+            ("jwt,priv-key=/dev/null", "needs sign-method"),
+            ("jwt,sign-method=XX999", "unsupported jwt sign-method"),
+            ("jwt,priv-key", "expected key=value"),
+        ] {
+            match TokenProvider::from_flag(flag, ttl) {
+                Err(e) => assert!(e.contains(why), "{flag}: {e}"),
+                Ok(_) => panic!("{flag} accepted"),
+            }
+        }
+    }
 }

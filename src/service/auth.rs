@@ -8,7 +8,7 @@
 //! proposed.
 
 use super::{unexpected, ClientService};
-use crate::actors::auth::{hash_password, CheckPassword, GetAuthStatus};
+use crate::actors::auth::{CheckPassword, GetAuthStatus, HashPassword, IssueToken};
 use crate::error::RequestError;
 use crate::kv::apply::Response;
 use crate::kv::auth::{AuthAnswer, AuthInfo};
@@ -31,6 +31,11 @@ impl ClientService {
     /// An auth request answered with its header only.
     async fn auth_header(&self, request: Internal) -> Result<Option<pb::ResponseHeader>, RequestError> {
         Ok(self.auth_request(request).await?.header)
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String, RequestError> {
+        let auth = self.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
+        auth.send(HashPassword(password)).await.map_err(|_| RequestError::Stopped)?
     }
 
     pub async fn auth_enable(&self, r: pb::AuthEnableRequest) -> Result<pb::AuthEnableResponse, RequestError> {
@@ -61,6 +66,14 @@ impl ClientService {
                 .send(CheckPassword { name: r.name.clone(), password: r.password.clone() })
                 .await
                 .map_err(|_| RequestError::Stopped)??;
+            // JWTs are signed here; simple tokens are assigned through the log.
+            let issued = auth
+                .send(IssueToken { username: r.name.clone(), revision: checked_at })
+                .await
+                .map_err(|_| RequestError::Stopped)??;
+            if let Some(token) = issued {
+                return Ok(pb::AuthenticateResponse { header: Some(self.kv_header().await?), token });
+            }
             let request = Internal::Authenticate(InternalAuthenticateRequest {
                 name: r.name.clone(),
                 simple_token: simple_token_prefix()?,
@@ -82,7 +95,7 @@ impl ClientService {
             return Err(RequestError::UserEmpty);
         }
         let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
-        r.hashed_password = if no_password { String::new() } else { hash_password(std::mem::take(&mut r.password)).await? };
+        r.hashed_password = if no_password { String::new() } else { self.hash_password(std::mem::take(&mut r.password)).await? };
         r.password.clear();
         Ok(pb::AuthUserAddResponse { header: self.auth_header(Internal::UserAdd(r)).await? })
     }
@@ -105,7 +118,7 @@ impl ClientService {
         &self,
         mut r: pb::AuthUserChangePasswordRequest,
     ) -> Result<pb::AuthUserChangePasswordResponse, RequestError> {
-        r.hashed_password = hash_password(std::mem::take(&mut r.password)).await?;
+        r.hashed_password = self.hash_password(std::mem::take(&mut r.password)).await?;
         Ok(pb::AuthUserChangePasswordResponse { header: self.auth_header(Internal::UserChangePassword(r)).await? })
     }
 
