@@ -18,17 +18,24 @@
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
 //! - The JSON gateway: `grpc_server_{started,handled}_total` (etcd's gateway calls
 //!   its gRPC server, so etcd counts gateway requests there too).
-//! - Every instrumented actor: `stead_actor_messages_total{actor,message}`,
-//!   `stead_actor_handle_seconds{actor}`.
+//! - Every actor (raft, store, wal, lease, watch, auth, and one `peer-<id>` per
+//!   peer link): `stead_actor_messages_total{actor,message}`,
+//!   `stead_actor_handle_seconds{actor}`, and from a probe each actor sends
+//!   itself every second (`MailboxProbe`): `stead_actor_mailbox_depth{actor}`
+//!   (the messages that were ahead of the probe: the queue it joined) and
+//!   `stead_actor_mailbox_wait_seconds{actor}` (how long it waited: how long the
+//!   actor kept its mailbox blocked). Actors are never restarted: a failing one
+//!   stops the member (fail-stop), so there is no restart count to report.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::proto::etcdserverpb as pb;
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// What `/metrics` answers with.
@@ -93,6 +100,8 @@ pub struct MetricSet {
     // stead's own
     actor_messages: IntCounterVec,
     actor_handle_seconds: HistogramVec,
+    actor_mailbox_depth: IntGaugeVec,
+    actor_mailbox_wait_seconds: HistogramVec,
 }
 
 /// etcd's buckets for disk latencies: 1 ms doubling up to ~8 s.
@@ -180,6 +189,16 @@ impl Metrics {
                 h("stead", "actor", "handle_seconds", "Time an actor spent in its message handlers (the synchronous part).", handle_buckets()),
                 &["actor"]
             ),
+            actor_mailbox_depth: vec_metric!(
+                IntGaugeVec,
+                o("stead", "actor", "mailbox_depth", "Messages ahead of the actor's last mailbox probe (sampled every second)."),
+                &["actor"]
+            ),
+            actor_mailbox_wait_seconds: vec_metric!(
+                HistogramVec,
+                h("stead", "actor", "mailbox_wait_seconds", "Time the actor's mailbox probe waited behind other messages.", handle_buckets()),
+                &["actor"]
+            ),
             registry,
         };
         Metrics(Arc::new(set))
@@ -196,11 +215,15 @@ impl Metrics {
     }
 
     /// The instruments of one actor (`actor` is its label value).
-    pub fn actor(&self, actor: &'static str) -> ActorMetrics {
+    pub fn actor(&self, actor: impl Into<Arc<str>>) -> ActorMetrics {
+        let actor: Arc<str> = actor.into();
         ActorMetrics {
-            actor,
+            seconds: self.actor_handle_seconds.with_label_values(&[&*actor]),
+            depth: self.actor_mailbox_depth.with_label_values(&[&*actor]),
+            wait: self.actor_mailbox_wait_seconds.with_label_values(&[&*actor]),
             messages: self.actor_messages.clone(),
-            seconds: self.actor_handle_seconds.with_label_values(&[actor]),
+            handled: Arc::new(AtomicU64::new(0)),
+            actor,
         }
     }
 
@@ -362,9 +385,25 @@ impl MvccOps {
 /// timer observes the handling time when it drops.
 #[derive(Clone)]
 pub struct ActorMetrics {
-    actor: &'static str,
+    actor: Arc<str>,
     messages: IntCounterVec,
     seconds: Histogram,
+    depth: IntGauge,
+    wait: Histogram,
+    /// Every message handled so far (the probe's yardstick).
+    handled: Arc<AtomicU64>,
+}
+
+/// How often each actor probes its own mailbox.
+pub const MAILBOX_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A probe an actor sends itself: when it comes out of the mailbox, the
+/// messages handled since it went in were the queue ahead of it.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct MailboxProbe {
+    sent_at: Instant,
+    handled_before: u64,
 }
 
 impl ActorMetrics {
@@ -375,9 +414,47 @@ impl ActorMetrics {
     }
 
     pub fn handling(&self, message: &'static str) -> HistogramTimer {
-        self.messages.with_label_values(&[self.actor, message]).inc();
+        self.messages.with_label_values(&[&*self.actor, message]).inc();
+        self.handled.fetch_add(1, Ordering::Relaxed);
         self.seconds.start_timer()
     }
+
+    /// A probe to send into this actor's own mailbox now.
+    pub fn probe(&self) -> MailboxProbe {
+        MailboxProbe { sent_at: Instant::now(), handled_before: self.handled.load(Ordering::Relaxed) }
+    }
+
+    /// The probe came out of the mailbox: record what it waited behind.
+    pub fn probed(&self, probe: MailboxProbe) {
+        let ahead = self.handled.load(Ordering::Relaxed).saturating_sub(probe.handled_before);
+        self.depth.set(i64::try_from(ahead).unwrap_or(i64::MAX));
+        observe(&self.wait, probe.sent_at.elapsed());
+    }
+}
+
+/// Starts an actor's mailbox probe: every `MAILBOX_PROBE_INTERVAL` it sends
+/// itself a `MailboxProbe` (see [`ActorMetrics::probed`]).
+pub fn start_mailbox_probe<A>(ctx: &mut actix::Context<A>, instruments: fn(&A) -> &ActorMetrics)
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<MailboxProbe>,
+{
+    use actix::AsyncContext;
+    ctx.run_interval(MAILBOX_PROBE_INTERVAL, move |act, ctx| {
+        ctx.address().do_send(instruments(act).probe());
+    });
+}
+
+/// The `MailboxProbe` handler of an actor whose instruments are in `$field`.
+#[macro_export]
+macro_rules! mailbox_probe_handler {
+    ($actor:ty, $field:ident) => {
+        impl actix::Handler<$crate::metrics::MailboxProbe> for $actor {
+            type Result = ();
+            fn handle(&mut self, probe: $crate::metrics::MailboxProbe, _: &mut actix::Context<Self>) {
+                self.$field.probed(probe);
+            }
+        }
+    };
 }
 
 impl std::fmt::Debug for ActorMetrics {

@@ -334,7 +334,10 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // The watch hub starts first: the store is created with its address.
     let watch_arbiter = Arbiter::new().handle();
     let hub_config = HubConfig::new(settings.max_request_bytes);
-    let hub = WatchHub::start_in_arbiter(&watch_arbiter, move |_| WatchHub::new(hub_config));
+    let hub = {
+        let metrics = metrics.clone();
+        WatchHub::start_in_arbiter(&watch_arbiter, move |_| WatchHub::new(hub_config).with_metrics(&metrics))
+    };
     let hub_recipient = hub.clone().recipient();
     let auth_enabled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let provider = TokenProvider::from_flag(&settings.auth_token, settings.auth_token_ttl)
@@ -342,7 +345,10 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let auth = {
         let enabled = auth_enabled.clone();
         let cost = settings.bcrypt_cost;
-        AuthActor::start_in_arbiter(&Arbiter::new().handle(), move |_| AuthActor::new(provider, cost, enabled))
+        let metrics = metrics.clone();
+        AuthActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            AuthActor::new(provider, cost, enabled).with_metrics(&metrics)
+        })
     };
     let auth_recipient = auth.clone().recipient();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -359,8 +365,9 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         let raft_addr = ctx.address();
         let lease_addr = {
             let raft = raft_addr.clone();
+            let lease_metrics = actor_metrics.clone();
             crate::actors::lease::LeaseActor::start_in_arbiter(&lease_arbiter, move |_| {
-                crate::actors::lease::LeaseActor::new(raft)
+                crate::actors::lease::LeaseActor::new(raft).with_metrics(&lease_metrics)
             })
         };
         let _ = lease_tx.send(lease_addr.clone());

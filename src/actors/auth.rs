@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::error::RequestError;
+use crate::metrics::ActorMetrics;
 use crate::kv::auth::{Access, AuthInfo, AuthState, TokenChange};
 use crate::proto::etcdserverpb as pb;
 
@@ -176,6 +177,7 @@ pub struct AuthActor {
     tokens: HashMap<String, Token>,
     provider: TokenProvider,
     bcrypt_cost: u32,
+    instruments: ActorMetrics,
     /// Published for the API edge's fast path: with auth off and no token, a
     /// request need not ask this actor at all.
     enabled: Arc<AtomicBool>,
@@ -183,8 +185,22 @@ pub struct AuthActor {
 
 impl AuthActor {
     pub fn new(provider: TokenProvider, bcrypt_cost: u32, enabled: Arc<AtomicBool>) -> Self {
-        AuthActor { state: Arc::new(AuthState::default()), tokens: HashMap::new(), provider, bcrypt_cost, enabled }
+        AuthActor {
+            state: Arc::new(AuthState::default()),
+            tokens: HashMap::new(),
+            provider,
+            bcrypt_cost,
+            instruments: ActorMetrics::detached("auth"),
+            enabled,
+        }
     }
+
+    /// Feeds the member's metrics (without it they go to a registry nobody reads).
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.instruments = metrics.actor("auth");
+        self
+    }
+
 
     fn resolve(&mut self, token: &str) -> Result<AuthInfo, RequestError> {
         let invalid = || {
@@ -234,6 +250,7 @@ impl Actor for AuthActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
         ctx.run_interval(TOKEN_SWEEP_INTERVAL, |act, _| {
             let now = Instant::now();
             act.tokens.retain(|_, t| t.expires > now);
@@ -241,9 +258,12 @@ impl Actor for AuthActor {
     }
 }
 
+crate::mailbox_probe_handler!(AuthActor, instruments);
+
 impl Handler<AuthChanged> for AuthActor {
     type Result = ();
     fn handle(&mut self, msg: AuthChanged, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("AuthChanged");
         if let Some(state) = msg.state {
             self.enabled.store(state.enabled(), Ordering::Release);
             self.state = state;
@@ -265,6 +285,7 @@ impl Handler<AuthChanged> for AuthActor {
 impl Handler<Authorize> for AuthActor {
     type Result = Result<AuthInfo, RequestError>;
     fn handle(&mut self, msg: Authorize, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("Authorize");
         self.authorize(msg)
     }
 }
@@ -272,6 +293,7 @@ impl Handler<Authorize> for AuthActor {
 impl Handler<HashPassword> for AuthActor {
     type Result = ResponseFuture<Result<String, RequestError>>;
     fn handle(&mut self, msg: HashPassword, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("HashPassword");
         let cost = self.bcrypt_cost;
         Box::pin(async move {
             actix_rt::task::spawn_blocking(move || bcrypt::hash(msg.0, cost))
@@ -285,6 +307,7 @@ impl Handler<HashPassword> for AuthActor {
 impl Handler<IssueToken> for AuthActor {
     type Result = Result<Option<String>, RequestError>;
     fn handle(&mut self, msg: IssueToken, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("IssueToken");
         let TokenProvider::Jwt(keys) = &self.provider else { return Ok(None) };
         let signing = keys.signing.as_ref().ok_or_else(|| {
             RequestError::Internal("this member has no JWT private key (priv-key) to sign tokens with".into())
@@ -304,6 +327,7 @@ impl Handler<IssueToken> for AuthActor {
 impl Handler<GetAuthStatus> for AuthActor {
     type Result = MessageResult<GetAuthStatus>;
     fn handle(&mut self, _: GetAuthStatus, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("GetAuthStatus");
         MessageResult((self.state.enabled(), self.state.revision()))
     }
 }
@@ -311,6 +335,7 @@ impl Handler<GetAuthStatus> for AuthActor {
 impl Handler<CheckPassword> for AuthActor {
     type Result = ResponseFuture<Result<u64, RequestError>>;
     fn handle(&mut self, msg: CheckPassword, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("CheckPassword");
         let enabled = self.state.enabled();
         let revision = self.state.revision();
         let cost = self.bcrypt_cost;

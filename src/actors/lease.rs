@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use crate::actors::raft::{Propose, RaftActor};
 use crate::actors::store::LeasesChanged;
 use crate::error::RequestError;
+use crate::metrics::ActorMetrics;
 use crate::kv::leases::{ExpiryHeap, LeaseChange, LeaseInfo};
 use crate::proto::etcdserverpb as pb;
 use crate::proto::steadpb::internal_request::Request as Internal;
@@ -74,9 +75,16 @@ pub struct LeaseActor {
     /// Due leases whose revoke is proposed but not applied yet.
     expired: HashSet<i64>,
     next_checkpoint: Option<Instant>,
+    instruments: ActorMetrics,
 }
 
 impl LeaseActor {
+    /// Feeds the member's metrics (without it they go to a registry nobody reads).
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.instruments = metrics.actor("lease");
+        self
+    }
+
     pub fn new(raft: Addr<RaftActor>) -> Self {
         LeaseActor {
             raft,
@@ -85,6 +93,7 @@ impl LeaseActor {
             heap: ExpiryHeap::default(),
             expired: HashSet::new(),
             next_checkpoint: None,
+            instruments: ActorMetrics::detached("lease"),
         }
     }
 
@@ -182,6 +191,7 @@ impl Actor for LeaseActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
         ctx.run_interval(EXPIRY_CHECK_INTERVAL, |act, _| {
             if !act.leader {
                 return;
@@ -196,9 +206,12 @@ impl Actor for LeaseActor {
     }
 }
 
+crate::mailbox_probe_handler!(LeaseActor, instruments);
+
 impl Handler<LeadershipChanged> for LeaseActor {
     type Result = ();
     fn handle(&mut self, msg: LeadershipChanged, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("LeadershipChanged");
         if msg.leader == self.leader {
             return;
         }
@@ -219,6 +232,7 @@ impl Handler<LeadershipChanged> for LeaseActor {
 impl Handler<LeasesChanged> for LeaseActor {
     type Result = ();
     fn handle(&mut self, msg: LeasesChanged, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("LeasesChanged");
         let now = Instant::now();
         for change in msg.0 {
             self.apply_change(change, now);
@@ -229,6 +243,7 @@ impl Handler<LeasesChanged> for LeaseActor {
 impl Handler<KeepAlive> for LeaseActor {
     type Result = Result<i64, RequestError>;
     fn handle(&mut self, msg: KeepAlive, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("KeepAlive");
         if !self.leader {
             return Err(RequestError::NotLeader);
         }
@@ -255,6 +270,7 @@ impl Handler<KeepAlive> for LeaseActor {
 impl Handler<TimeToLive> for LeaseActor {
     type Result = Result<(i64, i64), RequestError>;
     fn handle(&mut self, msg: TimeToLive, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("TimeToLive");
         if !self.leader {
             return Err(RequestError::NotLeader);
         }
@@ -274,6 +290,7 @@ impl Handler<TimeToLive> for LeaseActor {
 impl Handler<ListLeases> for LeaseActor {
     type Result = MessageResult<ListLeases>;
     fn handle(&mut self, _: ListLeases, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("ListLeases");
         if self.leader {
             let mut ids: Vec<i64> = self.expired.iter().copied().collect();
             ids.sort();

@@ -334,7 +334,9 @@ impl RaftActor {
             let unreachable = ctx.address().recipient();
             match PeerActor::new(config, unreachable, ctx.address().recipient()) {
                 Ok(actor) => {
-                    let actor = actor.with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[format!("{id:x}").as_str()]));
+                    let actor = actor
+                        .with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[format!("{id:x}").as_str()]))
+                        .with_instruments(self.metrics.actor(format!("peer-{id:x}")));
                     let link = PeerActor::start_in_arbiter(&self.peer_arbiter, move |_| actor);
                     self.peers.insert(id, (m.peer_ur_ls.clone(), link));
                 }
@@ -405,6 +407,7 @@ impl Actor for RaftActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.me = Some(ctx.address());
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
         self.handed_out = self.node.applied_index();
         // The only voter need not wait out an election timeout to lead itself.
         if self.node.voters() == [self.member_id] && self.node.leader().is_none() {
@@ -438,6 +441,8 @@ impl Actor for RaftActor {
         self.drive_soon(ctx);
     }
 }
+
+crate::mailbox_probe_handler!(RaftActor, instruments);
 
 impl Handler<Propose> for RaftActor {
     type Result = Result<(), RequestError>;

@@ -486,6 +486,7 @@ impl Actor for StoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
         // The WAL is the source of truth; flushing the backend on a timer bounds
         // what a restart must replay.
         ctx.run_interval(BACKEND_FLUSH_INTERVAL, |act, ctx| act.flush_backend(ctx));
@@ -499,6 +500,8 @@ impl Actor for StoreActor {
         });
     }
 }
+
+crate::mailbox_probe_handler!(StoreActor, instruments);
 
 impl Handler<AwaitApply> for StoreActor {
     type Result = ();

@@ -68,7 +68,13 @@ impl WalActor {
 
 impl Actor for WalActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
+    }
 }
+
+crate::mailbox_probe_handler!(WalActor, instruments);
 
 /// A WAL write that failed leaves the log in doubt: stop the member (fail-stop).
 fn must_succeed(result: Result<WalPersisted, crate::storage::wal::WalError>) -> WalPersisted {

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actors::raft::GetRaftStatus;
 use crate::actors::store::{Committed, GetStatus, HeaderIds, Read, ReadHistory, ReadRequest};
 use crate::error::RequestError;
+use crate::metrics::ActorMetrics;
 use crate::kv::apply::Response;
 use crate::proto::etcdserverpb::{self as pb, watch_create_request::FilterType, watch_request::RequestUnion};
 use crate::proto::mvccpb;
@@ -900,9 +901,16 @@ pub struct WatchHub {
     links: Option<StoreLinks>,
     /// One history read at a time bounds the hub's memory and the store's load.
     history_in_flight: bool,
+    instruments: ActorMetrics,
 }
 
 impl WatchHub {
+    /// Feeds the member's metrics (without it they go to a registry nobody reads).
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.instruments = metrics.actor("watch");
+        self
+    }
+
     /// A hub that knows no store yet (see `Attach`): it follows `Committed` batches
     /// and accepts streams, and catches watchers up once attached.
     pub fn new(config: HubConfig) -> Self {
@@ -910,6 +918,7 @@ impl WatchHub {
             core: HubCore::new(config, HeaderIds { cluster_id: 0, member_id: 0 }, 0),
             links: None,
             history_in_flight: false,
+            instruments: ActorMetrics::detached("watch"),
         }
     }
 
@@ -989,6 +998,7 @@ impl Actor for WatchHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
         ctx.run_interval(self.core.config.sync_interval, |act, ctx| {
             act.core.flush_backlogs();
             act.schedule_sync(ctx);
@@ -1006,9 +1016,12 @@ impl Actor for WatchHub {
     }
 }
 
+crate::mailbox_probe_handler!(WatchHub, instruments);
+
 impl Handler<Attach> for WatchHub {
     type Result = ();
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("Attach");
         self.core.set_ids(msg.ids);
         self.core.observe_revision(msg.revision);
         self.links = Some(StoreLinks { history: msg.history, read: msg.read, status: msg.status, raft: msg.raft });
@@ -1027,6 +1040,7 @@ impl Handler<Attach> for WatchHub {
 impl Handler<Committed> for WatchHub {
     type Result = ();
     fn handle(&mut self, msg: Committed, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("Committed");
         self.core.committed(msg.revision, &msg.events);
         self.schedule_sync(ctx);
     }
@@ -1035,6 +1049,7 @@ impl Handler<Committed> for WatchHub {
 impl Handler<OpenStream> for WatchHub {
     type Result = OpenedStream;
     fn handle(&mut self, _: OpenStream, _: &mut Context<Self>) -> OpenedStream {
+        let _t = self.instruments.handling("OpenStream");
         let (id, responses) = self.core.open_stream();
         OpenedStream { id, responses }
     }
@@ -1043,6 +1058,7 @@ impl Handler<OpenStream> for WatchHub {
 impl Handler<StreamRequest> for WatchHub {
     type Result = ();
     fn handle(&mut self, msg: StreamRequest, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("StreamRequest");
         match msg.refused {
             Some(reason) => self.core.refuse_create(msg.stream, &reason),
             None => self.core.request(msg.stream, msg.request),
@@ -1054,6 +1070,7 @@ impl Handler<StreamRequest> for WatchHub {
 impl Handler<CloseStream> for WatchHub {
     type Result = ();
     fn handle(&mut self, msg: CloseStream, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("CloseStream");
         self.core.close_stream(msg.stream);
     }
 }
@@ -1061,6 +1078,7 @@ impl Handler<CloseStream> for WatchHub {
 impl Handler<GetHubStats> for WatchHub {
     type Result = HubStats;
     fn handle(&mut self, _: GetHubStats, _: &mut Context<Self>) -> HubStats {
+        let _t = self.instruments.handling("GetHubStats");
         self.core.stats()
     }
 }

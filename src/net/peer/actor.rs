@@ -117,6 +117,7 @@ pub struct PeerActor {
     /// Set when a full queue was reported; cleared when a message fits again, so a
     /// stream of sends into a full queue costs one report, not one per send.
     queue_full_reported: bool,
+    instruments: crate::metrics::ActorMetrics,
 }
 
 /// One item of the link's queue.
@@ -217,7 +218,14 @@ impl PeerActor {
             queue: None,
             link_task: None,
             queue_full_reported: false,
+            instruments: crate::metrics::ActorMetrics::detached("peer"),
         })
+    }
+
+    /// This link's actor instruments (label `peer-<remote id in hex>`).
+    pub fn with_instruments(mut self, instruments: crate::metrics::ActorMetrics) -> Self {
+        self.instruments = instruments;
+        self
     }
 
     /// Counts every byte this link writes in `counter`.
@@ -234,7 +242,8 @@ impl PeerActor {
 impl Actor for PeerActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
         let (tx, rx) = mpsc::channel(self.link.limits.queue_messages_max);
         self.queue = Some(tx);
         self.link_task = Some(actix_rt::spawn(run_link(
@@ -254,10 +263,13 @@ impl Actor for PeerActor {
     }
 }
 
+crate::mailbox_probe_handler!(PeerActor, instruments);
+
 impl Handler<SendMessages> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: SendMessages, _ctx: &mut Self::Context) {
+        let _t = self.instruments.handling("SendMessages");
         let Some(queue) = &self.queue else {
             return;
         };
@@ -287,6 +299,7 @@ impl Handler<SendSnapshot> for PeerActor {
     type Result = ();
 
     fn handle(&mut self, msg: SendSnapshot, _ctx: &mut Self::Context) {
+        let _t = self.instruments.handling("SendSnapshot");
         let remote = self.remote();
         let refuse = |recipient: &Recipient<SnapshotSent>| {
             recipient.do_send(SnapshotSent {
