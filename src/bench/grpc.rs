@@ -3,6 +3,8 @@
 //! `GrpcConn` is one HTTP/2 connection; clients share it by cloning the channel.
 //! This module only turns operations into RPCs and answers into results.
 
+use std::time::Duration;
+
 use futures::channel::mpsc;
 use futures::SinkExt;
 use tonic::transport::{Channel, Endpoint};
@@ -14,8 +16,22 @@ use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
 use pb::watch_client::WatchClient;
 
+/// A request (or keep-alive answer) that takes longer is an error, not a sample.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests a stream client may queue before its sender waits.
 const STREAM_QUEUE: usize = 64;
+
+/// An error and its causes, `outer: inner: ...` (tonic's own text is only the outer).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
 
 #[derive(Clone)]
 pub struct GrpcConn {
@@ -29,13 +45,19 @@ fn rpc(e: tonic::Status) -> BenchError {
 impl GrpcConn {
     /// Opens one HTTP/2 connection to `url` (`http://host:port`).
     pub async fn connect(url: &str) -> Result<GrpcConn, BenchError> {
-        let connect_err = |e: &dyn std::fmt::Display| BenchError::Connect { endpoint: url.to_string(), reason: e.to_string() };
+        let connect_err = |e: &dyn std::error::Error| BenchError::Connect { endpoint: url.to_string(), reason: error_chain(e) };
         let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| connect_err(&e))?;
         let channel = endpoint.tcp_nodelay(true).connect().await.map_err(|e| connect_err(&e))?;
         Ok(GrpcConn { channel })
     }
 
     pub async fn exec(&self, op: &Op) -> Result<(), BenchError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exec_untimed(op))
+            .await
+            .map_err(|_| BenchError::Transport(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+    }
+
+    async fn exec_untimed(&self, op: &Op) -> Result<(), BenchError> {
         let mut kv = KvClient::new(self.channel.clone());
         match op {
             Op::Put { key, value } => {
@@ -84,11 +106,19 @@ impl GrpcConn {
         Ok(r.id)
     }
 
-    /// Opens a keep-alive stream for one lease.
+    /// Opens a keep-alive stream for one lease, with one (unmeasured) keep-alive
+    /// done on it.
     pub async fn keepalive_stream(&self, lease_id: i64) -> Result<GrpcKeepAlive, BenchError> {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (mut tx, rx) = mpsc::channel(STREAM_QUEUE);
+        // Queued before the call: grpc-go (etcd) sends the response headers the
+        // call waits for only with its first answer.
+        tx.send(pb::LeaseKeepAliveRequest { id: lease_id })
+            .await
+            .map_err(|_| BenchError::Answer("keep-alive stream closed".into()))?;
         let responses = LeaseClient::new(self.channel.clone()).lease_keep_alive(rx).await.map_err(rpc)?.into_inner();
-        Ok(GrpcKeepAlive { lease_id, tx, responses })
+        let mut stream = GrpcKeepAlive { lease_id, tx, responses };
+        stream.answer().await?;
+        Ok(stream)
     }
 
     /// Opens one watch stream and asks it to watch each of `keys`.
@@ -130,7 +160,14 @@ impl GrpcKeepAlive {
             .send(pb::LeaseKeepAliveRequest { id: self.lease_id })
             .await
             .map_err(|_| BenchError::Answer("keep-alive stream closed".into()))?;
-        match self.responses.message().await.map_err(rpc)? {
+        self.answer().await
+    }
+
+    async fn answer(&mut self) -> Result<(), BenchError> {
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.responses.message())
+            .await
+            .map_err(|_| BenchError::Transport(format!("no keep-alive answer within {REQUEST_TIMEOUT:?}")))?;
+        match answer.map_err(rpc)? {
             Some(r) if r.ttl > 0 => Ok(()),
             Some(_) => Err(BenchError::Answer(format!("lease {:x} not found (keep-alive TTL 0)", self.lease_id))),
             None => Err(BenchError::Answer("keep-alive stream ended".into())),
