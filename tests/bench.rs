@@ -117,15 +117,17 @@ fn idle_watchers_are_all_created_and_held() {
 #[test]
 fn an_unreachable_endpoint_stops_the_run_with_a_clear_error() {
     let port = common::free_ports(1)[0];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stead-bench"))
-        .args(["--endpoints", &format!("127.0.0.1:{port}"), "--total", "1", "put"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start stead-bench");
-    let status = child.wait().expect("wait");
-    let mut err = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("cannot connect to http://127.0.0.1:{port}")), "{err}");
+    for backend in ["grpc", "gateway"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stead-bench"))
+            .args(["--endpoints", &format!("127.0.0.1:{port}"), "--backend", backend, "--total", "1", "put"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start stead-bench");
+        let status = child.wait().expect("wait");
+        let mut err = String::new();
+        child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+        assert_eq!(status.code(), Some(2), "{backend}: {err}");
+        assert!(err.contains(&format!("cannot connect to http://127.0.0.1:{port}")), "{backend}: {err}");
+    }
 }

@@ -58,6 +58,21 @@ impl GatewayConn {
         GatewayConn { base_url: base_url.to_string(), agent: agent(Some(REQUEST_TIMEOUT)) }
     }
 
+    /// Checks the endpoint answers (`GET /version`), so an unreachable one stops
+    /// the run before it starts, as with gRPC.
+    pub async fn probe(&self) -> Result<(), BenchError> {
+        let (agent, url) = (self.agent.clone(), format!("{}/version", self.base_url));
+        let connect_err = |reason: String| BenchError::Connect { endpoint: self.base_url.clone(), reason };
+        let status = tokio::task::spawn_blocking(move || agent.get(&url).call().map(|r| r.status().as_u16()))
+            .await
+            .map_err(|e| connect_err(format!("probe thread failed: {e}")))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        if status != 200 {
+            return Err(connect_err(format!("GET /version answered HTTP {status}")));
+        }
+        Ok(())
+    }
+
     async fn post(&self, path: &str, body: Value) -> Result<Value, BenchError> {
         let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base_url));
         tokio::task::spawn_blocking(move || post_blocking(&agent, &url, &body))

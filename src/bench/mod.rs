@@ -92,7 +92,11 @@ impl Conn {
         let url = base_url(endpoints[n % endpoints.len()]);
         Ok(match load.backend {
             Backend::Grpc => Conn::Grpc(grpc::GrpcConn::connect(&url).await?),
-            Backend::Gateway => Conn::Gateway(gateway::GatewayConn::new(&url)),
+            Backend::Gateway => {
+                let conn = gateway::GatewayConn::new(&url);
+                conn.probe().await?;
+                Conn::Gateway(conn)
+            }
         })
     }
 
