@@ -69,9 +69,19 @@ cleanup() {
   local p
   if [ -n "$idle" ]; then kill "$idle" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Up to 5 s for all of them together (an etcd member may wait to hand over
+  # leadership to peers that are already gone), then SIGKILL.
+  for _ in $(seq 1 50); do
+    local alive=0
+    for p in "${pids[@]}"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+    if [ "$alive" = 0 ]; then break; fi
+    sleep 0.1
+  done
   for p in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
+    if kill -0 "$p" 2>/dev/null; then
+      echo "compare: $(ps -o comm= -p "$p") ($p) still running 5 s after SIGTERM; SIGKILL" >&2
+      kill -9 "$p" 2>/dev/null || true
+    fi
   done
   rm -rf "$tmp"
 }
@@ -104,6 +114,7 @@ start_cluster() {
       >"$tmp/$name$i.log" 2>&1 &
     pids+=("$!")
     echo "$!" >>"$tmp/$name.pids"
+    disown "$!" # stopped by cleanup, by PID; no job notices from the shell
     eps+="${eps:+,}127.0.0.1:$cp"
   done
   echo "$eps" >"$tmp/$name.eps"
@@ -134,10 +145,27 @@ ETCD_EPS=$(cat "$tmp/etcd.eps")
 STEAD_EPS=$(cat "$tmp/stead.eps")
 echo "compare: etcd at $ETCD_EPS; stead at $STEAD_EPS" >&2
 
+# Stops the comparison if a server has died (its figures would mean nothing).
+check_alive() {
+  local name i p
+  for name in etcd stead; do
+    i=0
+    while read -r p; do
+      if ! kill -0 "$p" 2>/dev/null; then
+        echo "compare: $name member $i (PID $p) is not running; its log ends:" >&2
+        tail -20 "$tmp/$name$i.log" >&2
+        exit 1
+      fi
+      i=$((i + 1))
+    done <"$tmp/$name.pids"
+  done
+}
+
 RESULTS=$tmp/results.jsonl
 # run_one ROW SYSTEM ARGS...: one stead-bench run, its JSON line recorded.
 run_one() {
   local row=$1 system=$2; shift 2
+  check_alive
   local eps; eps=$(cat "$tmp/$system.eps")
   local out rc=0
   out=$("$BENCH" --endpoints "$eps" --json "$@" 2>"$tmp/bench.err") || rc=$?
@@ -166,6 +194,7 @@ for system in etcd stead; do
   run_one "load $LOAD_KEYS keys x 256 B, 64 clients" "$system" --conns 8 --clients 64 --total "$LOAD_KEYS" \
     --key-space-size "$LOAD_KEYS" --sequential-keys --val-size 256 put
 done
+check_alive
 RSS_LINES=()
 for system in etcd stead; do
   mapfile -t mp <"$tmp/$system.pids"
@@ -181,6 +210,7 @@ RSS_LINES+=("RSS sum stead/etcd: $(python3 -c "print(f'{$STEAD_RSS/$ETCD_RSS:.2f
 
 # 2. Memory per idle watcher: IDLE_WATCHERS idle watchers on the first member.
 for system in etcd stead; do
+  check_alive
   pid=$(head -1 "$tmp/$system.pids")
   first_ep=$(cut -d, -f1 <"$tmp/$system.eps")
   before=$(rss_kib "$pid")
@@ -194,6 +224,7 @@ for system in etcd stead; do
   done
   if [ -s "$tmp/idle.out" ]; then
     sleep 1 # let the server settle after the last create
+    check_alive
     after=$(rss_kib "$pid")
     RSS_LINES+=("RSS per idle watcher ($IDLE_WATCHERS on member0), $system: before $before KiB, after $after KiB, $(python3 -c "print(f'{($after-$before)*1024/$IDLE_WATCHERS:.0f}')") B/watcher")
   else
