@@ -178,13 +178,11 @@ impl Cli {
             ));
         }
         match &self.workload {
-            Workload::TxnPut { txn_ops } => {
-                if *txn_ops == 0 || *txn_ops as u64 > l.key_space_size {
-                    return bad(format!(
-                        "--txn-ops must be between 1 and --key-space-size ({}): keys in one txn must differ",
-                        l.key_space_size
-                    ));
-                }
+            Workload::TxnPut { txn_ops } if *txn_ops == 0 || *txn_ops as u64 > l.key_space_size => {
+                return bad(format!(
+                    "--txn-ops must be between 1 and --key-space-size ({}): keys in one txn must differ",
+                    l.key_space_size
+                ));
             }
             Workload::Mixed { read_ratio, .. } if !(0.0..=1.0).contains(read_ratio) => {
                 return bad(format!("--read-ratio must be between 0 and 1, got {read_ratio}"));

@@ -33,14 +33,14 @@ fn setup_timeout(watchers: usize) -> Duration {
 
 /// One stream's worth of watchers, whichever back-end carries them.
 enum WatchStream {
-    Grpc(grpc::GrpcWatch),
+    Grpc(Box<grpc::GrpcWatch>),
     Gateway(gateway::GatewayWatch),
 }
 
 impl WatchStream {
     async fn open(conn: &Conn, keys: Vec<Vec<u8>>) -> Result<WatchStream, BenchError> {
         Ok(match conn {
-            Conn::Grpc(c) => WatchStream::Grpc(c.watch_stream(keys).await?),
+            Conn::Grpc(c) => WatchStream::Grpc(Box::new(c.watch_stream(keys).await?)),
             Conn::Gateway(c) => WatchStream::Gateway(c.watch_streams(keys)),
         })
     }
