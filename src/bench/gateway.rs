@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 
 use super::{BenchError, Op, WatchMsg};
 
+/// Stack of a gateway watch thread: it only reads lines and parses JSON.
+const WATCH_THREAD_STACK: usize = 256 * 1024;
 /// A unary request that takes longer than this is an error, not a sample.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -127,13 +129,18 @@ impl GatewayConn {
     pub fn watch_streams(&self, keys: Vec<Vec<u8>>) -> GatewayWatch {
         let (tx, rx) = mpsc::unbounded_channel();
         for key in keys {
-            let (tx, url) = (tx.clone(), format!("{}/v3/watch", self.base_url));
-            std::thread::spawn(move || {
-                // A watch stream lives as long as the run: no overall timeout.
-                if let Err(e) = read_watch_stream(&agent(None), &url, &key, &tx) {
-                    let _ = tx.send(Err(e));
-                }
-            });
+            let (reader_tx, url) = (tx.clone(), format!("{}/v3/watch", self.base_url));
+            let spawned = std::thread::Builder::new().name("gateway-watch".into()).stack_size(WATCH_THREAD_STACK).spawn(
+                move || {
+                    // A watch stream lives as long as the run: no overall timeout.
+                    if let Err(e) = read_watch_stream(&agent(None), &url, &key, &reader_tx) {
+                        let _ = reader_tx.send(Err(e));
+                    }
+                },
+            );
+            if let Err(e) = spawned {
+                let _ = tx.send(Err(BenchError::Setup(format!("cannot start a watch stream thread: {e}"))));
+            }
         }
         GatewayWatch { rx }
     }

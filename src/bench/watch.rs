@@ -5,7 +5,8 @@
 //! is its arrival minus its put's send time (one sample per watcher per put).
 //! `watch-idle`: the same watchers, no puts; a JSON line once all are created,
 //! then they are held open (to measure a server's memory per idle watcher).
-//! Never counts an event twice or an unmatched event as a success.
+//! Never counts as a success an event beyond what a stream's watchers can have
+//! been sent (a duplicate), nor one for a value this run did not put.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -133,23 +134,57 @@ impl Shared {
             || self.puts_over_at.get().is_some_and(|t| t.elapsed() >= DRAIN)
     }
 
-    fn on_event(&self, value: &[u8], latencies_ns: &mut Vec<u64>) {
+    /// Takes one event a stream delivered; `tally` is that stream's own count.
+    fn on_event(&self, value: &[u8], tally: &mut StreamTally, latencies_ns: &mut Vec<u64>) {
         let now = self.now_ns();
-        let sent = keys::seq_of_value(value).and_then(|seq| self.sent_ns.get(seq as usize)).map(|s| s.load(Ordering::SeqCst));
-        match sent {
-            Some(sent) if sent != u64::MAX => {
-                latencies_ns.push(now.saturating_sub(sent));
-                self.received.fetch_add(1, Ordering::SeqCst);
-                self.last_event_ns.fetch_max(now, Ordering::SeqCst);
-                self.tally.success();
-            }
-            _ => self.tally.error(format!("event for a value this run did not put ({} bytes)", value.len())),
+        let Some(seq) = keys::seq_of_value(value).filter(|seq| *seq < self.sent_ns.len() as u64) else {
+            return self.tally.error(format!("event for a value this run did not put ({} bytes)", value.len()));
+        };
+        let sent = self.sent_ns[seq as usize].load(Ordering::SeqCst);
+        if sent == u64::MAX {
+            return self.tally.error(format!("event for put {seq} before it was sent"));
         }
+        if let Err(e) = tally.take(self.layout.space.number(seq), seq) {
+            return self.tally.error(e);
+        }
+        latencies_ns.push(now.saturating_sub(sent));
+        self.received.fetch_add(1, Ordering::SeqCst);
+        self.last_event_ns.fetch_max(now, Ordering::SeqCst);
+        self.tally.success();
+    }
+}
+
+/// What one stream may deliver: per key number, how many of its watchers watch
+/// it, so a put's events are counted at most that many times.
+struct StreamTally {
+    watchers_per_key: std::collections::HashMap<u64, u64>,
+    events_per_put: std::collections::HashMap<u64, u64>,
+}
+
+impl StreamTally {
+    fn new(layout: &Layout, s: usize) -> StreamTally {
+        let mut watchers_per_key = std::collections::HashMap::new();
+        for w in (s..layout.watchers).step_by(layout.streams) {
+            *watchers_per_key.entry(w as u64 % layout.space.size).or_insert(0) += 1;
+        }
+        StreamTally { watchers_per_key, events_per_put: std::collections::HashMap::new() }
+    }
+
+    /// Counts an event of put `seq` on key number `key`, unless it is one more
+    /// than this stream's watchers of that key can have been sent.
+    fn take(&mut self, key: u64, seq: u64) -> Result<(), String> {
+        let watching = self.watchers_per_key.get(&key).copied().unwrap_or(0);
+        let seen = self.events_per_put.entry(seq).or_insert(0);
+        if *seen >= watching {
+            return Err(format!("event for put {seq} beyond what this stream watches (duplicate or foreign key)"));
+        }
+        *seen += 1;
+        Ok(())
     }
 }
 
 /// Reads one stream until the run is over; its latency samples.
-async fn read_stream(shared: Arc<Shared>, mut stream: WatchStream) -> Vec<u64> {
+async fn read_stream(shared: Arc<Shared>, mut stream: WatchStream, mut tally: StreamTally) -> Vec<u64> {
     let mut latencies_ns = Vec::new();
     while !shared.reading_over() {
         let msg = match tokio::time::timeout(READER_RECHECK, stream.next()).await {
@@ -160,7 +195,7 @@ async fn read_stream(shared: Arc<Shared>, mut stream: WatchStream) -> Vec<u64> {
             Ok(Some(WatchMsg::Created)) => {
                 shared.created.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(Some(WatchMsg::Events(values))) => values.iter().for_each(|v| shared.on_event(v, &mut latencies_ns)),
+            Ok(Some(WatchMsg::Events(values))) => values.iter().for_each(|v| shared.on_event(v, &mut tally, &mut latencies_ns)),
             Ok(Some(WatchMsg::Canceled(reason))) => shared.tally.error(format!("watch canceled: {reason}")),
             Ok(None) => {
                 shared.tally.error("watch stream ended");
@@ -188,7 +223,7 @@ async fn open_watchers(shared: &Arc<Shared>, load: &LoadFlags, w: usize) -> Resu
     let mut readers = Vec::new();
     for s in (0..l.streams).filter(|s| l.on_worker(*s, w)) {
         let stream = WatchStream::open(&conn(s)?, l.stream_keys(s)).await?;
-        readers.push(tokio::spawn(read_stream(shared.clone(), stream)));
+        readers.push(tokio::spawn(read_stream(shared.clone(), stream, StreamTally::new(&l, s))));
     }
     let deadline = Instant::now() + setup_timeout(l.watchers);
     while shared.created.load(Ordering::SeqCst) < l.watchers {
@@ -361,6 +396,22 @@ mod tests {
         assert_eq!((l.watchers_on(0), l.watchers_on(1), l.watchers_on(2)), (2, 2, 1));
         let total: u64 = (0..3).map(|n| l.watchers_on(n)).sum();
         assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn a_stream_counts_each_put_at_most_once_per_watcher_of_its_key() {
+        let l = layout(5, 2, 3);
+        // Stream 0 holds watchers 0, 2, 4: keys 0, 2, 1, one watcher each.
+        let mut t = StreamTally::new(&l, 0);
+        assert_eq!(t.take(0, 9), Ok(()));
+        assert!(t.take(0, 9).is_err(), "a second event of put 9 on key 0 is a duplicate");
+        assert_eq!(t.take(0, 12), Ok(()));
+        // Two watchers of key 0 on one stream: two events per put.
+        let l = layout(4, 1, 3);
+        let mut t = StreamTally::new(&l, 0);
+        assert_eq!((t.take(0, 3), t.take(0, 3)), (Ok(()), Ok(())));
+        assert!(t.take(0, 3).is_err());
+        assert!(StreamTally::new(&l, 0).take(7, 1).is_err(), "a key nobody here watches");
     }
 
     #[test]
