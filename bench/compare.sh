@@ -16,8 +16,8 @@
 #   --total    requests per run of the throughput workloads (default 20000;
 #              "put, 1 client" does a tenth; watch runs do --total/20 puts)
 #   --rounds   etcd/stead alternations per workload (default 2)
-#   --quick    small totals, 5,000 keys and 1,000 idle watchers: a smoke run,
-#              its figures mean little
+#   --quick    --total 500 --rounds 1 (unless given), 5,000 keys and 1,000
+#              idle watchers: a smoke run, its figures mean little
 #
 # Needs: cargo, python3, curl; installs etcd-server with apt-get if etcd is
 # missing. Leaves nothing behind: servers are stopped by PID and the temp dir
@@ -26,10 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MEMBERS=3
-TOTAL=20000
-ROUNDS=2
+TOTAL=""
+ROUNDS=""
 QUICK=0
-usage() { sed -n '/^#   bench/,/^#   --quick/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '/^#   bench/,/a smoke run, its figures mean little/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) MEMBERS=${2:?}; shift 2 ;;
@@ -44,8 +44,11 @@ LOAD_KEYS=100000
 IDLE_WATCHERS=10000
 WATCH_RATE=100
 if [ "$QUICK" = 1 ]; then
-  TOTAL=500; ROUNDS=1; LOAD_KEYS=5000; IDLE_WATCHERS=1000
+  TOTAL=${TOTAL:-500}; ROUNDS=${ROUNDS:-1}; LOAD_KEYS=5000; IDLE_WATCHERS=1000
 fi
+TOTAL=${TOTAL:-20000}
+ROUNDS=${ROUNDS:-2}
+case "$TOTAL$ROUNDS" in *[!0-9]*) echo "--total and --rounds take whole numbers" >&2; exit 2 ;; esac
 TOTAL_1CLIENT=$(( TOTAL / 10 > 0 ? TOTAL / 10 : 1 ))
 WATCH_PUTS=$(( TOTAL / 20 > 10 ? TOTAL / 20 : 10 ))
 
