@@ -1,96 +1,285 @@
 #!/usr/bin/env bash
-# Side by side, one run: an etcd 3.4 cluster (Debian's etcd-server, fsync on) and
-# a stead cluster (release build) of the same size, both on ephemeral loopback
-# ports, driven by the same stead-bench workloads over etcd's JSON gateway, in
-# alternation (clients spread over every member's endpoint). Prints stead/etcd
-# ratios (throughput: higher is better for stead; latency: lower is better) and
-# the servers' RSS.
+# Side by side on one machine: an etcd 3.4 cluster (Debian's etcd-server) and a
+# stead cluster (release build) of the same size, both on free loopback ports,
+# both with fsync on (neither is given a flag that turns it off), driven by the
+# same stead-bench workloads over gRPC. Each workload runs against etcd, then
+# stead, then again (--rounds times), so the machine's noise falls on both.
 #
-#   bench/compare.sh [--members 1|3] [--total N]
+# Prints a table: workload, etcd and stead figures, stead/etcd ratios
+# (throughput: above 1 is better for stead; p99 latency: below 1 is better),
+# then the RSS lines: every server after loading 100,000 keys of 256 B, and the
+# RSS per idle watcher (10,000 idle watchers on the first member of each).
+#
+#   bench/compare.sh [--members 1|3] [--total N] [--rounds N] [--quick]
+#
+#   --members  cluster size for both (default 3)
+#   --total    requests per run of the throughput workloads (default 20000;
+#              "put, 1 client" does a tenth; watch runs do --total/20 puts)
+#   --rounds   etcd/stead alternations per workload (default 2)
+#   --quick    --total 500 --rounds 1 (unless given), 5,000 keys and 1,000
+#              idle watchers: a smoke run, its figures mean little
+#
+# Needs: cargo, python3, curl; installs etcd-server with apt-get if etcd is
+# missing. Leaves nothing behind: servers are stopped by PID and the temp dir
+# removed on exit, Ctrl-C included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOTAL=${TOTAL:-5000}
-MEMBERS=${MEMBERS:-1}
+
+MEMBERS=3
+TOTAL=""
+ROUNDS=""
+QUICK=0
+usage() { sed -n '/^#   bench/,/a smoke run, its figures mean little/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --total) TOTAL=$2; shift 2 ;;
-    --members) MEMBERS=$2; shift 2 ;;
-    *) echo "usage: $0 [--members N] [--total N]" >&2; exit 2 ;;
+    --members) MEMBERS=${2:?}; shift 2 ;;
+    --total) TOTAL=${2:?}; shift 2 ;;
+    --rounds) ROUNDS=${2:?}; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    *) usage ;;
   esac
 done
+case "$MEMBERS" in 1|3) ;; *) echo "--members must be 1 or 3" >&2; exit 2 ;; esac
+LOAD_KEYS=100000
+IDLE_WATCHERS=10000
+WATCH_RATE=100
+if [ "$QUICK" = 1 ]; then
+  TOTAL=${TOTAL:-500}; ROUNDS=${ROUNDS:-1}; LOAD_KEYS=5000; IDLE_WATCHERS=1000
+fi
+TOTAL=${TOTAL:-20000}
+ROUNDS=${ROUNDS:-2}
+case "$TOTAL$ROUNDS" in *[!0-9]*) echo "--total and --rounds take whole numbers" >&2; exit 2 ;; esac
+TOTAL_1CLIENT=$(( TOTAL / 10 > 0 ? TOTAL / 10 : 1 ))
+WATCH_PUTS=$(( TOTAL / 20 > 10 ? TOTAL / 20 : 10 ))
 
 if ! command -v etcd >/dev/null 2>&1; then
-  echo "installing etcd-server (Debian)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+  echo "compare: installing etcd-server (Debian)" >&2
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq etcd-server >/dev/null
 fi
+ETCD=$(command -v etcd)
+echo "compare: $("$ETCD" --version | head -1)" >&2
 cargo build --release --bin stead --bin stead-bench >&2
+STEAD=target/release/stead
+BENCH=target/release/stead-bench
 
 tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Starts an N-member cluster of `bin` (etcd or stead: same flags); prints the
-# comma-separated client endpoints and records PIDs.
-start_cluster() { # name-prefix, bin
-  local prefix=$1 bin=$2 initial="" cports=() pports=() i
-  for i in $(seq 1 "$MEMBERS"); do
-    cports+=("$(free_port)"); pports+=("$(free_port)")
-    initial+="${initial:+,}$prefix$i=http://127.0.0.1:${pports[$((i-1))]}"
-  done
-  for i in $(seq 1 "$MEMBERS"); do
-    local cp=${cports[$((i-1))]} pp=${pports[$((i-1))]}
-    "$bin" --name "$prefix$i" --data-dir "$tmp/$prefix$i" \
-      --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-      --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-      --initial-cluster "$initial" --initial-cluster-token "$prefix-bench" >"$tmp/$prefix$i.log" 2>&1 &
-    echo $! >>"$tmp/$prefix.pids"
-  done
-  local eps=""
-  for cp in "${cports[@]}"; do eps+="${eps:+,}127.0.0.1:$cp"; done
-  echo "$eps"
-}
-
-ETCD_EPS=$(start_cluster etcd etcd)
-STEAD_EPS=$(start_cluster stead target/release/stead)
-while read -r p; do pids+=("$p"); done < <(cat "$tmp/etcd.pids" "$tmp/stead.pids")
-
-for ep in ${ETCD_EPS//,/ } ${STEAD_EPS//,/ }; do
-  for _ in $(seq 1 200); do
-    curl -sf "http://$ep/health" >/dev/null 2>&1 && break
+pids=() # servers
+idle="" # a running watch-idle bench, if any
+cleanup() {
+  trap - EXIT INT TERM
+  local p
+  if [ -n "$idle" ]; then kill "$idle" 2>/dev/null || true; fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Up to 5 s for all of them together (an etcd member may wait to hand over
+  # leadership to peers that are already gone), then SIGKILL.
+  for _ in $(seq 1 50); do
+    local alive=0
+    for p in "${pids[@]}"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+    if [ "$alive" = 0 ]; then break; fi
     sleep 0.1
   done
+  for p in "${pids[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      echo "compare: $(ps -o comm= -p "$p") ($p) still running 5 s after SIGTERM; SIGKILL" >&2
+      kill -9 "$p" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'echo "compare: interrupted" >&2; exit 130' INT TERM
+
+# N distinct free loopback ports (all bound at once, so none repeats).
+free_ports() {
+  python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
+# start_cluster NAME BIN: starts $MEMBERS members of BIN (etcd and stead take the
+# same flags); records their PIDs in $tmp/NAME.pids and endpoints in $tmp/NAME.eps.
+start_cluster() {
+  local name=$1 bin=$2 i initial="" eps=""
+  read -r -a ports <<<"$(free_ports $((2 * MEMBERS)))"
+  for i in $(seq 0 $((MEMBERS - 1))); do
+    initial+="${initial:+,}$name$i=http://127.0.0.1:${ports[$((2 * i + 1))]}"
+  done
+  for i in $(seq 0 $((MEMBERS - 1))); do
+    local cp=${ports[$((2 * i))]} pp=${ports[$((2 * i + 1))]}
+    "$bin" --name "$name$i" --data-dir "$tmp/$name$i" \
+      --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
+      --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
+      --initial-cluster "$initial" --initial-cluster-token "$name-bench" --initial-cluster-state new \
+      >"$tmp/$name$i.log" 2>&1 &
+    pids+=("$!")
+    echo "$!" >>"$tmp/$name.pids"
+    disown "$!" # stopped by cleanup, by PID; no job notices from the shell
+    eps+="${eps:+,}127.0.0.1:$cp"
+  done
+  echo "$eps" >"$tmp/$name.eps"
+}
+
+wait_healthy() { # name
+  local name=$1 ep i=0
+  for ep in $(tr ',' ' ' <"$tmp/$name.eps"); do
+    local ok=0
+    for _ in $(seq 1 300); do
+      if curl -sf "http://$ep/health" 2>/dev/null | grep -q '"health":"true"'; then ok=1; break; fi
+      sleep 0.1
+    done
+    if [ "$ok" != 1 ]; then
+      echo "compare: $name member $i ($ep) not healthy after 30 s; its log ends:" >&2
+      tail -20 "$tmp/$name$i.log" >&2
+      exit 1
+    fi
+    i=$((i + 1))
+  done
+}
+
+start_cluster etcd "$ETCD"
+start_cluster stead "$STEAD"
+wait_healthy etcd
+wait_healthy stead
+ETCD_EPS=$(cat "$tmp/etcd.eps")
+STEAD_EPS=$(cat "$tmp/stead.eps")
+echo "compare: etcd at $ETCD_EPS; stead at $STEAD_EPS" >&2
+
+# Stops the comparison if a server has died (its figures would mean nothing).
+check_alive() {
+  local name i p
+  for name in etcd stead; do
+    i=0
+    while read -r p; do
+      if ! kill -0 "$p" 2>/dev/null; then
+        echo "compare: $name member $i (PID $p) is not running; its log ends:" >&2
+        tail -20 "$tmp/$name$i.log" >&2
+        exit 1
+      fi
+      i=$((i + 1))
+    done <"$tmp/$name.pids"
+  done
+}
+
+RESULTS=$tmp/results.jsonl
+# run_one ROW SYSTEM ARGS...: one stead-bench run, its JSON line recorded.
+run_one() {
+  local row=$1 system=$2; shift 2
+  check_alive
+  local eps; eps=$(cat "$tmp/$system.eps")
+  local out rc=0
+  out=$("$BENCH" --endpoints "$eps" --json "$@" 2>"$tmp/bench.err") || rc=$?
+  if [ "$rc" = 2 ] || [ -z "$out" ]; then
+    echo "compare: $row on $system could not run: $(cat "$tmp/bench.err")" >&2
+    out='null'
+  fi
+  python3 -c 'import json,sys; print(json.dumps({"row": sys.argv[1], "system": sys.argv[2], "summary": json.loads(sys.argv[3])}))' \
+    "$row" "$system" "$out" >>"$RESULTS"
+  echo "compare: $row, $system: $out" >&2
+}
+# workload ROW ARGS...: ROUNDS alternations etcd, stead.
+workload() {
+  local row=$1 r; shift
+  for r in $(seq 1 "$ROUNDS"); do
+    run_one "$row" etcd "$@"
+    run_one "$row" stead "$@"
+  done
+}
+
+# Sum of VmRSS (KiB) over PIDs.
+rss_kib() { local p sum=0; for p in "$@"; do sum=$((sum + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$sum"; }
+
+# 1. Memory: load LOAD_KEYS keys of 256 B into fresh clusters, then read RSS.
+for system in etcd stead; do
+  run_one "load $LOAD_KEYS keys x 256 B, 64 clients" "$system" --conns 8 --clients 64 --total "$LOAD_KEYS" \
+    --key-space-size "$LOAD_KEYS" --sequential-keys --val-size 256 put
+done
+check_alive
+RSS_LINES=()
+for system in etcd stead; do
+  mapfile -t mp <"$tmp/$system.pids"
+  line="RSS after $LOAD_KEYS keys of 256 B, $system:"
+  for i in "${!mp[@]}"; do line+=" member$i $(rss_kib "${mp[$i]}") KiB"; done
+  line+=" (sum $(rss_kib "${mp[@]}") KiB)"
+  RSS_LINES+=("$line")
+done
+rss_sum() { mapfile -t mp <"$tmp/$1.pids"; rss_kib "${mp[@]}"; }
+ETCD_RSS=$(rss_sum etcd)
+STEAD_RSS=$(rss_sum stead)
+RSS_LINES+=("RSS sum stead/etcd: $(python3 -c "print(f'{$STEAD_RSS/$ETCD_RSS:.2f}x')")")
+
+# 2. Memory per idle watcher: IDLE_WATCHERS idle watchers on the first member.
+for system in etcd stead; do
+  check_alive
+  pid=$(head -1 "$tmp/$system.pids")
+  first_ep=$(cut -d, -f1 <"$tmp/$system.eps")
+  before=$(rss_kib "$pid")
+  "$BENCH" --endpoints "$first_ep" --json watch-idle --watchers "$IDLE_WATCHERS" --streams 1 --hold-secs 600 \
+    >"$tmp/idle.out" 2>"$tmp/idle.err" &
+  idle=$!
+  for _ in $(seq 1 1200); do
+    [ -s "$tmp/idle.out" ] && break
+    kill -0 "$idle" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -s "$tmp/idle.out" ]; then
+    sleep 1 # let the server settle after the last create
+    check_alive
+    after=$(rss_kib "$pid")
+    RSS_LINES+=("RSS per idle watcher ($IDLE_WATCHERS on member0), $system: before $before KiB, after $after KiB, $(python3 -c "print(f'{($after-$before)*1024/$IDLE_WATCHERS:.0f}')") B/watcher")
+  else
+    RSS_LINES+=("RSS per idle watcher, $system: watch-idle failed: $(cat "$tmp/idle.err")")
+  fi
+  kill "$idle" 2>/dev/null || true
+  wait "$idle" 2>/dev/null || true
+  idle=""
 done
 
-bench() { # endpoints, args...
-  local eps=$1; shift
-  target/release/stead-bench --endpoints "$eps" --total "$TOTAL" --json "$@"
-}
-field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
+# 3. The suite, over gRPC. Ranges read one of the loaded keys.
+workload "put, 1 client"                   --conns 1 --clients 1 --total "$TOTAL_1CLIENT" --key-space-size 100000 put
+workload "put, 64 clients"                 --conns 8 --clients 64 --total "$TOTAL" --key-space-size 100000 put
+workload "range linearizable, 64 clients"  --conns 8 --clients 64 --total "$TOTAL" range 00000042 --consistency l
+workload "range serializable, 64 clients"  --conns 8 --clients 64 --total "$TOTAL" range 00000042 --consistency s
+workload "txn-put, 64 clients"             --conns 8 --clients 64 --total "$TOTAL" --key-space-size 100000 txn-put
+workload "watch put-to-event, 1 watcher"   --conns "$MEMBERS" --clients 1 --total "$WATCH_PUTS" --rate "$WATCH_RATE" \
+  --val-size 16 watch --watchers 1 --streams 1
+workload "watch put-to-event, 1000 watchers" --conns "$MEMBERS" --clients 1 --total "$WATCH_PUTS" --rate "$WATCH_RATE" \
+  --val-size 16 watch --watchers 1000 --streams 10
+workload "lease-keepalive, 16 clients"     --conns 4 --clients 16 --total "$TOTAL" lease-keepalive
 
-echo "members: $MEMBERS" >&2
-printf '%-34s %12s %12s %8s %10s %10s %8s\n' workload "etcd req/s" "stead req/s" ratio "etcd p99" "stead p99" ratio
-run_workload() { # name, args...
-  local name=$1; shift
-  local e s ert srt ep99 sp99
-  # Alternate to spread machine noise over both servers: etcd, stead, etcd, stead.
-  e=$(bench "$ETCD_EPS" "$@"); s=$(bench "$STEAD_EPS" "$@")
-  e2=$(bench "$ETCD_EPS" "$@"); s2=$(bench "$STEAD_EPS" "$@")
-  ert=$(python3 -c "import json; a,b=json.loads('$e'),json.loads('$e2'); print(round((a['requests_per_second']+b['requests_per_second'])/2,1))")
-  srt=$(python3 -c "import json; a,b=json.loads('$s'),json.loads('$s2'); print(round((a['requests_per_second']+b['requests_per_second'])/2,1))")
-  ep99=$(python3 -c "import json; a,b=json.loads('$e'),json.loads('$e2'); print(round((a['p99_ms']+b['p99_ms'])/2,3))")
-  sp99=$(python3 -c "import json; a,b=json.loads('$s'),json.loads('$s2'); print(round((a['p99_ms']+b['p99_ms'])/2,3))")
-  printf '%-34s %12s %12s %8s %10s %10s %8s\n' "$name" "$ert" "$srt" \
-    "$(python3 -c "print(f'{$srt/$ert:.2f}x')")" "$ep99" "$sp99" "$(python3 -c "print(f'{$sp99/$ep99:.2f}x')")"
-}
-
-run_workload "put, 1 client"                  --clients 1 put --key-space-size 1000
-run_workload "put, 64 clients"                --clients 64 put --key-space-size 100000
-run_workload "range linearizable, 1 client"   --clients 1 range bench-key --consistency l
-run_workload "range linearizable, 64 clients" --clients 64 range bench-key --consistency l
-run_workload "range serializable, 64 clients" --clients 64 range bench-key --consistency s
-
-rss_sum() { local sum=0 p; while read -r p; do sum=$((sum + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done <"$1"; echo $sum; }
-echo "members: $MEMBERS; requests per run: $TOTAL"
-echo "RSS after the run (all members): etcd $(rss_sum "$tmp/etcd.pids") KiB, stead $(rss_sum "$tmp/stead.pids") KiB"
+echo
+echo "members: $MEMBERS; rounds: $ROUNDS; $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores"
+python3 - "$RESULTS" <<'PY'
+import json, sys
+rows, order = {}, []
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["row"] not in rows:
+        rows[r["row"]] = {"etcd": [], "stead": []}
+        order.append(r["row"])
+    rows[r["row"]][r["system"]].append(r["summary"])
+def mean(runs, key):
+    ok = [s[key] for s in runs if s]
+    return sum(ok) / len(ok) if ok else None
+def errors(runs):
+    failed = sum(1 for s in runs if not s)
+    errs = sum(s["errors"] for s in runs if s)
+    return ("" if not errs else f"{errs} err") + ("" if not failed else f" {failed} failed")
+def fmt(x, digits):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+def ratio(s, e):
+    return "n/a" if s is None or e is None or e == 0 else f"{s / e:.2f}x"
+head = ("workload", "etcd op/s", "stead op/s", "ratio", "etcd p99 ms", "stead p99 ms", "ratio", "errors etcd/stead")
+w = max(len(r) for r in order + ["workload"])
+print(f"{head[0]:<{w}} {head[1]:>11} {head[2]:>11} {head[3]:>7} {head[4]:>12} {head[5]:>12} {head[6]:>7}  {head[7]}")
+for name in order:
+    e, s = rows[name]["etcd"], rows[name]["stead"]
+    et, st = mean(e, "requests_per_second"), mean(s, "requests_per_second")
+    ep, sp = mean(e, "p99_ms"), mean(s, "p99_ms")
+    errs = f"{errors(e) or '0'} / {errors(s) or '0'}"
+    print(f"{name:<{w}} {fmt(et,1):>11} {fmt(st,1):>11} {ratio(st,et):>7} {fmt(ep,3):>12} {fmt(sp,3):>12} {ratio(sp,ep):>7}  {errs}")
+PY
+for line in "${RSS_LINES[@]}"; do echo "$line"; done

@@ -1,6 +1,7 @@
 //! stead: an etcd-compatible, Raft-replicated key-value store built as an actix
 //! actor system. See ARCHITECTURE.md for the map.
 pub mod actors;
+pub mod bench;
 pub mod compactor;
 pub mod config;
 pub mod ctl;
