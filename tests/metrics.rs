@@ -168,4 +168,26 @@ fn every_member_sees_the_leader_and_applies_the_writes() {
             }
         }
     }
+    // Every actor, peer links included, probes its mailbox each second: each
+    // shows a depth gauge and a wait histogram once its first probe came back.
+    for (i, m) in c.members.iter().enumerate() {
+        let mut actors: Vec<String> = ["raft", "store", "wal", "lease", "watch", "auth"].map(String::from).to_vec();
+        actors.extend(ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| format!("peer-{id}")));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for actor in &actors {
+            let line = format!("stead_actor_mailbox_wait_seconds_count{{actor=\"{actor}\"}}");
+            let text = loop {
+                let text = scrape(m);
+                if labelled(&text, &line) >= 1.0 || std::time::Instant::now() > deadline {
+                    break text;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            };
+            assert!(labelled(&text, &line) >= 1.0, "member {i}: {line} in:\n{text}");
+            assert!(text.contains(&format!("stead_actor_mailbox_depth{{actor=\"{actor}\"}}")), "member {i}: {actor}");
+            // (A follower's link to the other follower may carry nothing.)
+            let handled = format!("stead_actor_handle_seconds_count{{actor=\"{actor}\"}}");
+            assert!(actor.starts_with("peer-") || labelled(&text, &handled) >= 1.0, "member {i}: {handled} in:\n{text}");
+        }
+    }
 }
