@@ -10,7 +10,8 @@
 //! Who feeds what:
 //! - `RaftActor`: `etcd_server_has_leader`, `…_is_leader`,
 //!   `…_leader_changes_seen_total`, `…_proposals_committed_total`.
-//! - `StoreActor`: `…_proposals_applied_total`, `etcd_disk_backend_commit_duration_seconds`,
+//! - `StoreActor`: `…_proposals_applied_total`, `…_slow_apply_total` (an entry
+//!   that took over `SLOW_APPLY` to apply), `etcd_disk_backend_commit_duration_seconds`,
 //!   `etcd_mvcc_{put,delete,range,txn}_total`, `etcd_debugging_mvcc_keys_total`,
 //!   `…_current_revision`, `…_compact_revision`.
 //! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
@@ -76,6 +77,7 @@ pub struct MetricSet {
     /// etcd's is a gauge set to the applied index.
     pub proposals_applied: IntGauge,
     pub proposals_pending: IntGauge,
+    pub slow_apply: IntCounter,
     pub proposals_failed: IntCounter,
     // etcd_disk_*
     pub wal_fsync_seconds: Histogram,
@@ -146,6 +148,7 @@ impl Metrics {
             proposals_committed: metric!(IntGauge, o("etcd", "server", "proposals_committed_total", "The total number of consensus proposals committed.")),
             proposals_applied: metric!(IntGauge, o("etcd", "server", "proposals_applied_total", "The total number of consensus proposals applied.")),
             proposals_pending: metric!(IntGauge, o("etcd", "server", "proposals_pending", "The current number of pending proposals to commit.")),
+            slow_apply: metric!(IntCounter, o("etcd", "server", "slow_apply_total", "The total number of slow apply requests (likely overloaded from slow disk).")),
             proposals_failed: metric!(IntCounter, o("etcd", "server", "proposals_failed_total", "The total number of failed proposals seen.")),
             wal_fsync_seconds: metric!(Histogram, h("etcd", "disk", "wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", disk_buckets())),
             backend_commit_seconds: metric!(Histogram, h("etcd", "disk", "backend_commit_duration_seconds", "The latency distributions of commit called by backend.", disk_buckets())),
@@ -393,6 +396,10 @@ pub struct ActorMetrics {
     /// Every message handled so far (the probe's yardstick).
     handled: Arc<AtomicU64>,
 }
+
+/// etcd's `--experimental-warning-apply-duration` default: an apply, or a client
+/// request, slower than this is logged (and an apply counted as slow).
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 /// How often each actor probes its own mailbox.
 pub const MAILBOX_PROBE_INTERVAL: Duration = Duration::from_secs(1);

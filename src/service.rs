@@ -530,7 +530,10 @@ impl ClientService {
 
     /// `propose`, for a request whose asker is already known.
     async fn propose_as(&self, request: Internal, who: AuthInfo) -> Result<Response, RequestError> {
+        let started = std::time::Instant::now();
+        let kind = request_kind(&request);
         let result = self.propose_uncounted(request, who).await;
+        log_if_slow(kind, started);
         // etcd's proposals_failed_total: refused by Raft, no leader, or not
         // applied in time (a request the state machine refused was applied).
         if let Err(RequestError::Timeout | RequestError::Stopped | RequestError::NoLeader | RequestError::TooManyRequests) =
@@ -567,6 +570,13 @@ impl ClientService {
 
     /// A read: linearizable through ReadIndex, or serializable from local state.
     async fn read(&self, request: ReadRequest, serializable: bool) -> Result<Response, RequestError> {
+        let started = std::time::Instant::now();
+        let result = self.read_unlogged(request, serializable).await;
+        log_if_slow(if serializable { "serializable_read" } else { "read" }, started);
+        result
+    }
+
+    async fn read_unlogged(&self, request: ReadRequest, serializable: bool) -> Result<Response, RequestError> {
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let wait = async {
             let read_index = if serializable { 0 } else { self.read_index(deadline).await? };
@@ -650,6 +660,27 @@ fn check_peer_urls(urls: &[String]) -> Result<(), RequestError> {
         return Err(RequestError::MemberBadUrls);
     }
     Ok(())
+}
+
+/// A request's kind, for logs.
+fn request_kind(request: &Internal) -> &'static str {
+    match request {
+        Internal::Put(_) => "put",
+        Internal::DeleteRange(_) => "delete_range",
+        Internal::Txn(_) => "txn",
+        Internal::Compaction(_) => "compaction",
+        Internal::LeaseGrant(_) => "lease_grant",
+        Internal::LeaseRevoke(_) => "lease_revoke",
+        _ => "other",
+    }
+}
+
+/// etcd's "request took too long" warning, with the duration.
+fn log_if_slow(kind: &'static str, started: std::time::Instant) {
+    let took = started.elapsed();
+    if took > crate::metrics::SLOW_APPLY {
+        tracing::warn!(request = kind, took_ms = took.as_millis() as u64, "request took too long");
+    }
 }
 
 fn unexpected(r: Response) -> RequestError {

@@ -332,6 +332,7 @@ impl StoreActor {
                         .unwrap_or_else(|| panic!("undecodable membership change at index {}", entry.index));
                     let context = ConfChangeContext::decode(context.as_slice()).unwrap_or_default();
                     self.members.apply_conf_change(&mut batch, &change, context.member, &self.initial_members);
+                    tracing::info!(change = ?change, index = entry.index, "membership changed");
                     members_changed = true;
                     if context.request_id != 0 {
                         answers.push((context.request_id, Ok(Response::Members(self.members.list()))));
@@ -343,6 +344,7 @@ impl StoreActor {
                     batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
                 }
                 EntryKind::Normal => {
+                    let started = std::time::Instant::now();
                     let request = InternalRequest::decode(entry.data.as_slice())
                         .unwrap_or_else(|e| panic!("undecodable committed entry at index {}: {e}", entry.index));
                     let id = request.header.as_ref().map(|h| h.id).unwrap_or_default();
@@ -386,6 +388,14 @@ impl StoreActor {
                         }
                         _ => apply_kv(&mut batch, entry.index, &request, &mut self.leases, &self.metrics, &mut events),
                     };
+                    let took = started.elapsed();
+                    if took > crate::metrics::SLOW_APPLY {
+                        self.metrics.slow_apply.inc();
+                        tracing::warn!(took_ms = took.as_millis() as u64, index = entry.index, "apply request took too long");
+                    }
+                    if let (Ok(Response::Compaction(c)), Some(internal_request::Request::Compaction(r))) = (&response, &request.request) {
+                        tracing::info!(revision = r.revision, current = c.header.as_ref().map(|h| h.revision).unwrap_or_default(), "finished compaction");
+                    }
                     answers.push((id, response));
                 }
             }
