@@ -59,6 +59,12 @@ pub enum RequestError {
     MemberBadUrls,
     #[error("bad leader transferee")]
     BadLeaderTransferee,
+    /// A NOSPACE alarm is active (or the backend is past its quota).
+    #[error("database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is active.
+    #[error("corrupt cluster")]
+    Corrupt,
     /// The request body could not be decoded (gateway JSON, gRPC bytes).
     #[error("{0}")]
     Malformed(String),

@@ -34,6 +34,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// The smallest lease TTL granted, seconds (etcd: 1.5 election timeouts).
     pub min_lease_ttl: i64,
+    /// The backend space quota (`--quota-backend-bytes`).
+    pub quota: crate::quota::Quota,
 }
 
 /// What the gateway reports as the server version: the etcd API level stead serves.
@@ -104,6 +106,7 @@ impl ClientService {
             return Err(RequestError::LeaseTtlTooLarge);
         }
         r.ttl = r.ttl.max(self.limits.min_lease_ttl);
+        self.check_quota(crate::quota::LEASE_OVERHEAD_BYTES).await?;
         match self.propose(Internal::LeaseGrant(r)).await? {
             Response::LeaseGrant(resp) => Ok(resp),
             other => Err(unexpected(other)),
@@ -248,6 +251,7 @@ impl ClientService {
 
     pub async fn put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, RequestError> {
         validate::check_put(&r)?;
+        self.check_quota(crate::quota::put_cost(&r)).await?;
         match self.propose(Internal::Put(r)).await? {
             Response::Put(resp) => Ok(resp),
             other => Err(unexpected(other)),
@@ -267,6 +271,7 @@ impl ClientService {
         let response = if validate::txn_is_read_only(&r) {
             self.read(ReadRequest::Txn(r), false).await?
         } else {
+            self.check_quota(crate::quota::txn_cost(&r)).await?;
             self.propose(Internal::Txn(r)).await?
         };
         match response {
@@ -298,7 +303,7 @@ impl ClientService {
             raft_index: raft.commit_index,
             raft_term: raft.term,
             raft_applied_index: store.applied_index,
-            errors: Vec::new(),
+            errors: status_errors(raft.leader, &store.alarms),
             db_size_in_use: store.db_size_bytes as i64,
             is_learner: false,
         })
@@ -427,6 +432,40 @@ impl ClientService {
         }
     }
 
+    /// etcd's Alarm: every action goes through Raft and is applied on every
+    /// member, as etcd does (so GET answers the applied table).
+    pub async fn alarm(&self, r: pb::AlarmRequest) -> Result<pb::AlarmResponse, RequestError> {
+        match self.propose(Internal::Alarm(r)).await? {
+            Response::Alarm(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The alarms active on the cluster, as this member has applied them.
+    pub async fn active_alarms(&self) -> Result<Vec<pb::AlarmMember>, RequestError> {
+        Ok(self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?.alarms)
+    }
+
+    /// etcd's quota check before proposing a write of `cost` bytes: when the
+    /// backend has no room for it, this member raises a NOSPACE alarm for itself
+    /// (through Raft, whatever comes of it) and the write fails.
+    async fn check_quota(&self, cost: usize) -> Result<(), RequestError> {
+        let db_size = u64::try_from(self.metrics.db_total_size_bytes.get()).unwrap_or(0);
+        if self.limits.quota.available(db_size, cost) {
+            return Ok(());
+        }
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raise = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: raft.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.alarm(raise).await {
+            tracing::warn!("raising the NOSPACE alarm: {e}");
+        }
+        Err(RequestError::NoSpace)
+    }
+
     /// True when a linearizable read completes in time: the member has a leader
     /// and a quorum, and its state machine is keeping up.
     pub async fn healthy(&self) -> bool {
@@ -493,6 +532,17 @@ impl ClientService {
             }
         }
     }
+}
+
+/// Status `errors` as etcd fills them: "no leader" without a leader, then each
+/// active alarm in its protobuf text form (`memberID:1 alarm:NOSPACE `).
+fn status_errors(leader: u64, alarms: &[pb::AlarmMember]) -> Vec<String> {
+    let mut errors = Vec::new();
+    if leader == 0 {
+        errors.push(crate::net::status::etcd_status(&RequestError::NoLeader).1);
+    }
+    errors.extend(alarms.iter().map(crate::net::status::alarm_text));
+    errors
 }
 
 /// The size of one Snapshot answer's blob (etcd sends 32 KiB; fewer, larger

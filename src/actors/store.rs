@@ -15,6 +15,7 @@ use crate::error::RequestError;
 use crate::metrics::{ActorMetrics, Metrics, MvccOps};
 use crate::kv::apply::{self, Response};
 use crate::proto::etcdserverpb as pb;
+use crate::kv::alarms::Alarms;
 use crate::kv::leases::{LeaseChange, Leases};
 use crate::kv::members::{InitialMember, Members};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest};
@@ -70,12 +71,14 @@ pub enum ReadRequest {
 #[rtype(result = "StoreStatus")]
 pub struct GetStatus;
 
-#[derive(Debug, Clone, Copy, MessageResponse)]
+#[derive(Debug, Clone, MessageResponse)]
 pub struct StoreStatus {
     pub revision: i64,
     pub compact_revision: i64,
     pub applied_index: u64,
     pub db_size_bytes: u64,
+    /// The active alarms, in etcd's listing order.
+    pub alarms: Vec<pb::AlarmMember>,
 }
 
 /// Sent to the Raft actor: entries up to `index` are applied.
@@ -181,6 +184,8 @@ pub struct StoreActor {
     members: Members,
     /// The lease table (granted TTLs, checkpoints, attached keys).
     leases: Leases,
+    /// The active alarms (what they refuse is decided at apply time).
+    alarms: Alarms,
     /// The initial membership from the configuration, recorded when the log's
     /// bootstrap entry applies.
     initial_members: Vec<InitialMember>,
@@ -215,10 +220,12 @@ impl StoreActor {
         let applied_index = store.consistent_index();
         let mut leases = Leases::load(&store).unwrap_or_else(|e| panic!("loading the lease table: {e}"));
         leases.announce_reset();
+        let alarms = Alarms::load(&**store.backend()).unwrap_or_else(|e| panic!("loading the alarm table: {e}"));
         StoreActor {
             store,
             members,
             leases,
+            alarms,
             initial_members,
             ids,
             raft_term: 0,
@@ -254,6 +261,11 @@ impl StoreActor {
                 Err(e) => tracing::warn!("counting keys for metrics: {e}"),
             }
         }
+        if recount {
+            if let Ok(size) = self.store.backend().size_on_disk() {
+                m.db_total_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+            }
+        }
         m.current_revision.set(self.store.current_revision());
         m.compact_revision.set(self.store.compact_revision());
         m.proposals_applied.set(i64::try_from(self.applied_index).unwrap_or(i64::MAX));
@@ -282,6 +294,7 @@ impl StoreActor {
             Response::LeaseRevoke(r) => self.fill_header(&mut r.header),
             Response::LeaseCheckpoint(r) => self.fill_header(&mut r.header),
             Response::LeaseRenew(r) => self.fill_header(&mut r.header),
+            Response::Alarm(_) => {}
         }
         response
     }
@@ -345,16 +358,28 @@ impl StoreActor {
                             batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
                             if found { Ok(Response::Members(self.members.list())) } else { Err(RequestError::MemberNotFound) }
                         }
-                        // Fail-stop on a storage fault: the WAL still has the entry,
-                        // and a restart replays it.
+                        Some(internal_request::Request::Alarm(alarm)) => {
+                            // etcd answers Alarm without a header.
+                            let response = self.alarms.apply(&mut batch, alarm);
+                            batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                            Ok(Response::Alarm(response))
+                        }
                         _ => {
-                            let applied = apply::apply_entry(&mut batch, entry.index, &request, &mut self.leases)
-                                .unwrap_or_else(|f| panic!("{f}"));
-                            if let Ok(response) = &applied.response {
-                                self.metrics.count_mvcc(kv_ops(&request, response));
+                            // An active alarm refuses the write; its entry is used up.
+                            if let Some(refused) = self.alarms.refusal(&request) {
+                                batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                                Err(refused)
+                            } else {
+                                // Fail-stop on a storage fault: the WAL still has the
+                                // entry, and a restart replays it.
+                                let applied = apply::apply_entry(&mut batch, entry.index, &request, &mut self.leases)
+                                    .unwrap_or_else(|f| panic!("{f}"));
+                                if let Ok(response) = &applied.response {
+                                    self.metrics.count_mvcc(kv_ops(&request, response));
+                                }
+                                events.extend(applied.events);
+                                applied.response
                             }
-                            events.extend(applied.events);
-                            applied.response
                         }
                     };
                     answers.push((id, response));
@@ -421,11 +446,14 @@ impl StoreActor {
         }
         self.flushing = true;
         let backend = self.store.backend().clone();
-        let flush = actix_rt::task::spawn_blocking(move || backend.flush());
+        // The size is read after the flush (sled's files grow when it writes): the
+        // space quota checks writes against it.
+        let flush = actix_rt::task::spawn_blocking(move || backend.flush().and_then(|()| backend.size_on_disk()));
         ctx.spawn(async move { flush.await }.into_actor(self).map(move |result, act, _ctx| {
             act.flushing = false;
             match result {
-                Ok(Ok(())) => {
+                Ok(Ok(db_size)) => {
+                    act.metrics.db_total_size_bytes.set(i64::try_from(db_size).unwrap_or(i64::MAX));
                     act.flushed_index = index;
                     if index >= act.snapshot_index + act.snapshot_count {
                         act.snapshot_index = index;
@@ -553,6 +581,7 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.leases = Leases::load(&act.store).unwrap_or_else(|e| panic!("reloading leases after a snapshot: {e}"));
             act.leases.announce_reset();
             act.send_lease_changes();
+            act.alarms = Alarms::load(&**act.store.backend()).unwrap_or_else(|e| panic!("reloading alarms after a snapshot: {e}"));
             act.applied_index = act.store.consistent_index();
             act.flushed_index = act.applied_index;
             act.snapshot_index = act.applied_index;
@@ -603,6 +632,7 @@ impl Handler<GetStatus> for StoreActor {
             compact_revision: store.compact_revision(),
             applied_index: self.applied_index,
             db_size_bytes: store.backend().size_on_disk().unwrap_or(0),
+            alarms: self.alarms.list(),
         }
     }
 }

@@ -27,7 +27,7 @@ const ETCDCTL_COMMANDS: &[&str] = &[
     "role", "check", "help",
 ];
 const STEADCTL_COMMANDS: &[&str] =
-    &["get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "watch", "lease", "member", "version"];
+    &["get", "put", "del", "txn", "compaction", "alarm", "defrag", "endpoint", "move-leader", "watch", "lease", "member", "snapshot", "version"];
 /// etcdctl's `member` subcommands in registration order (cobra prefix-matches them too).
 const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 /// etcdctl's `lease` subcommands in registration order.
@@ -119,6 +119,9 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
             print_out(format!("steadctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION")).as_bytes());
             Ok(())
         }
+        Some(Command::Alarm(a)) => super::maintenance::alarm(&g, a),
+        Some(Command::Defrag(a)) => super::maintenance::defrag(&g, a),
+        Some(Command::Snapshot(a)) => super::snapshot::snapshot(&g, a),
         Some(Command::Other(words)) => Err(unknown_command(words.first().map(String::as_str).unwrap_or(""))),
     }
 }
@@ -176,6 +179,12 @@ fn resolve_command_prefix(argv: &mut [OsString]) {
         }
         if argv[i] == "lease" {
             resolve_subcommand_prefix(&mut argv[i + 1..], LEASE_COMMANDS);
+        }
+        if argv[i] == "alarm" {
+            resolve_subcommand_prefix(&mut argv[i + 1..], &["disarm", "list"]);
+        }
+        if argv[i] == "snapshot" {
+            resolve_subcommand_prefix(&mut argv[i + 1..], &["save", "restore", "status"]);
         }
         return;
     }
@@ -283,7 +292,7 @@ pub(super) fn print_out(bytes: &[u8]) {
     let _ = out.flush();
 }
 
-fn print_err(bytes: &[u8]) {
+pub(super) fn print_err(bytes: &[u8]) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(bytes);
     let _ = err.flush();
@@ -330,7 +339,7 @@ fn endpoints_from(g: &GlobalArgs) -> Result<Vec<Endpoint>, CtlError> {
     parse_endpoints(&g.endpoints)
 }
 
-fn parse_endpoints(eps: &[String]) -> Result<Vec<Endpoint>, CtlError> {
+pub(super) fn parse_endpoints(eps: &[String]) -> Result<Vec<Endpoint>, CtlError> {
     eps.iter().map(|e| Endpoint::parse(e).map_err(|m| CtlError::new(EXIT_BAD_ARGS, m))).collect()
 }
 

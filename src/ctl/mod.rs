@@ -17,7 +17,9 @@
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
 //! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
 //! - [`watch`]: `watch` over the gateway's watch stream;
-//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`.
+//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`;
+//! - [`maintenance`]: `alarm list|disarm`, `defrag`;
+//! - [`snapshot`]: `snapshot save|status|restore`.
 
 pub mod args;
 pub mod cluster;
@@ -25,8 +27,10 @@ pub mod commands;
 pub mod gateway;
 pub mod gofmt;
 pub mod lease;
+pub mod maintenance;
 pub mod ops;
 pub mod printer;
+pub mod snapshot;
 pub mod table;
 pub mod txn;
 pub mod watch;

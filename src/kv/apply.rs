@@ -40,6 +40,8 @@ pub enum Response {
     LeaseCheckpoint(pb::LeaseCheckpointResponse),
     /// A keep-alive renewed through the log (TTL: the granted TTL).
     LeaseRenew(pb::LeaseKeepAliveResponse),
+    /// An alarm request, applied by the store actor (`kv::alarms`).
+    Alarm(pb::AlarmResponse),
 }
 
 /// A fault of the store itself (not of the request): the node must stop rather
@@ -162,7 +164,8 @@ pub fn apply_entry(
             | internal_request::Request::LeaseGrant(_)
             | internal_request::Request::LeaseRevoke(_)
             | internal_request::Request::LeaseCheckpoint(_)
-            | internal_request::Request::LeaseRenew(_),
+            | internal_request::Request::LeaseRenew(_)
+            | internal_request::Request::Alarm(_),
         )
         | None => Err(Failure::Request(RequestError::Malformed("not a KV request in log entry".into()))),
     };

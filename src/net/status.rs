@@ -17,6 +17,7 @@ pub enum Code {
     OutOfRange = 11,
     Unimplemented = 12,
     Unavailable = 14,
+    DataLoss = 15,
 }
 
 impl Code {
@@ -29,7 +30,7 @@ impl Code {
             Code::Unimplemented => 501,
             Code::Unavailable => 503,
             Code::DeadlineExceeded => 504,
-            Code::Unknown => 500,
+            Code::Unknown | Code::DataLoss => 500,
         }
     }
 }
@@ -83,9 +84,25 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
         NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
         BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
+        NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
+        Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster"),
         Malformed(msg) => return (Code::InvalidArgument, msg.clone()),
         NotImplemented(what) => return (Code::Unimplemented, format!("stead: {what} is not implemented yet")),
         Internal(msg) => return (Code::Unknown, msg.clone()),
     };
     (code, text.to_string())
+}
+
+/// An alarm as etcd prints it (Go's protobuf text form of `AlarmMember`, as in
+/// Status `errors` and `etcdctl alarm list`): zero fields left out, each field
+/// followed by a space, e.g. `memberID:10 alarm:NOSPACE `.
+pub fn alarm_text(a: &crate::proto::etcdserverpb::AlarmMember) -> String {
+    let mut text = String::new();
+    if a.member_id != 0 {
+        text.push_str(&format!("memberID:{} ", a.member_id));
+    }
+    if a.alarm != 0 {
+        text.push_str(&format!("alarm:{} ", crate::kv::alarms::alarm_name(a.alarm)));
+    }
+    text
 }

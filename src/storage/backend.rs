@@ -41,11 +41,13 @@ pub enum Bucket {
     AuthRoles,
     /// Cluster members: id -> member record (names, URLs, learner flag).
     Members,
+    /// Active alarms: member id ++ alarm type -> alarm record (`kv::alarms`).
+    Alarm,
 }
 
 impl Bucket {
     /// Every bucket, for tools that walk the whole database.
-    pub const ALL: [Bucket; 7] = [
+    pub const ALL: [Bucket; 8] = [
         Bucket::Key,
         Bucket::Meta,
         Bucket::Lease,
@@ -53,6 +55,7 @@ impl Bucket {
         Bucket::AuthUsers,
         Bucket::AuthRoles,
         Bucket::Members,
+        Bucket::Alarm,
     ];
 
     /// The byte that prefixes every engine key of this bucket. Part of the on-disk
@@ -66,6 +69,7 @@ impl Bucket {
             Bucket::AuthUsers => b'u',
             Bucket::AuthRoles => b'r',
             Bucket::Members => b'c',
+            Bucket::Alarm => b'x',
         }
     }
 }
