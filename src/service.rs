@@ -15,7 +15,7 @@ use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
 };
 use crate::actors::lease::{self, LeaseActor};
-use crate::actors::store::{DumpSnapshot, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
+use crate::actors::store::{Defragment, DumpSnapshot, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
 use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
@@ -336,6 +336,13 @@ impl ClientService {
         let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
         let header = self.kv_header().await?;
         Ok(snapshot_chunks(header, &data))
+    }
+
+    /// etcd's Defragment: this member's backend rewritten compactly (not through
+    /// Raft; each member is defragmented on its own, as in etcd).
+    pub async fn defragment(&self) -> Result<pb::DefragmentResponse, RequestError> {
+        self.store.send(Defragment).await.map_err(|_| RequestError::Stopped)??;
+        Ok(pb::DefragmentResponse { header: Some(self.kv_header().await?) })
     }
 
     /// The header of a Cluster answer: as etcd's, it names cluster, member and

@@ -151,6 +151,12 @@ pub struct HashKv {
     pub revision: i64,
 }
 
+/// etcd's Defragment: rewrite the backend compactly (`Backend::defragment`).
+/// Answered with the backend's size afterwards.
+#[derive(Message)]
+#[rtype(result = "Result<u64, RequestError>")]
+pub struct Defragment;
+
 /// Replaces the whole state with a leader's dump. Answered with the applied index
 /// the dump holds, once it is durable: only then may Raft record the snapshot.
 #[derive(Message)]
@@ -590,6 +596,38 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.release_reads();
             act.peers.members.do_send(MembersChanged(act.members.list()));
             Ok(act.applied_index)
+        })))
+    }
+}
+
+impl Handler<Defragment> for StoreActor {
+    type Result = AtomicResponse<Self, Result<u64, RequestError>>;
+    fn handle(&mut self, _: Defragment, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("Defragment");
+        // The rewrite runs on the blocking pool. An atomic response: the actor
+        // applies nothing meanwhile (committed entries wait in its mailbox), so
+        // the copy is the state at the applied index; reads wait too, as etcd's
+        // defragmentation blocks its backend.
+        let backend = self.store.backend().clone();
+        let work = actix_rt::task::spawn_blocking(move || {
+            backend.defragment()?;
+            backend.size_on_disk()
+        });
+        AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(|result, act, _ctx| {
+            match result {
+                Ok(Ok(size)) => {
+                    act.metrics.db_total_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+                    tracing::info!("defragmented the backend: {size} bytes on disk");
+                    Ok(size)
+                }
+                Ok(Err(e)) => {
+                    // A failed swap leaves the backend closed: every later
+                    // apply fails and stops the member (fail-stop).
+                    tracing::error!("defragmentation failed: {e}");
+                    Err(RequestError::Internal(format!("defragment: {e}")))
+                }
+                Err(e) => Err(RequestError::Internal(format!("defragment task: {e}"))),
+            }
         })))
     }
 }

@@ -148,6 +148,10 @@ async fn alarm(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse 
     unary(s, rpc(MAINTENANCE, "Alarm"), body, |s, r| async move { s.alarm(r).await }).await
 }
 
+async fn defragment(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(MAINTENANCE, "Defragment"), body, |s, _: pb::DefragmentRequest| async move { s.defragment().await }).await
+}
+
 async fn member_list(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberList"), body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
 }
@@ -332,6 +336,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
         .route("/v3/maintenance/alarm", web::post().to(alarm))
+        .route("/v3/maintenance/defragment", web::post().to(defragment))
         .route("/v3/maintenance/hash", web::post().to(hash_kv))
         .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
         .route("/v3/cluster/member/list", web::post().to(member_list))

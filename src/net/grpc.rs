@@ -1,7 +1,7 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
 //! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader`/`HashKV`/
-//! `Snapshot`/`Alarm` are served;
+//! `Snapshot`/`Alarm`/`Defragment` are served;
 //! every other RPC of etcd's services is registered and answers `Unimplemented`
 //! with a "stead: ... is not implemented yet" text, never a fake success.
 //!
@@ -115,8 +115,8 @@ impl Kv for KvApi {
     }
 }
 
-/// `etcdserverpb.Maintenance`: `Status`, `MoveLeader`, `HashKV`, `Snapshot` and
-/// `Alarm` served, the rest not yet.
+/// `etcdserverpb.Maintenance`: `Status`, `MoveLeader`, `HashKV`, `Snapshot`,
+/// `Alarm` and `Defragment` served, the rest not yet.
 struct MaintenanceApi {
     service: ClientService,
 }
@@ -138,6 +138,10 @@ grpc_service! {
                 reply(self.service.alarm(request.into_inner()).await)
             }
 
+            async fn defragment(&self, _request: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+                reply(self.service.defragment().await)
+            }
+
             async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
                 reply(self.service.hash_kv(request.into_inner()).await)
             }
@@ -148,7 +152,6 @@ grpc_service! {
             }
         }
         not_implemented("Maintenance") {
-            defragment(pb::DefragmentRequest) -> pb::DefragmentResponse = "Defragment";
             hash(pb::HashRequest) -> pb::HashResponse = "Hash";
         }
     }
