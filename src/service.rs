@@ -15,7 +15,7 @@ use crate::actors::raft::{
     ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
 };
 use crate::actors::lease::{self, LeaseActor};
-use crate::actors::store::{Defragment, DumpSnapshot, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
+use crate::actors::store::{Defragment, DumpSnapshot, HashBackend, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
 use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
@@ -336,6 +336,16 @@ impl ClientService {
         let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
         let header = self.kv_header().await?;
         Ok(snapshot_chunks(header, &data))
+    }
+
+    /// etcd's Hash: a CRC-32C of this member's whole backend but its member-local
+    /// records (`storage::hash`), read locally; the header's revision is the one
+    /// hashed at.
+    pub async fn hash(&self) -> Result<pb::HashResponse, RequestError> {
+        let (hash, revision) = self.store.send(HashBackend).await.map_err(|_| RequestError::Stopped)??;
+        let mut header = self.kv_header().await?;
+        header.revision = revision;
+        Ok(pb::HashResponse { header: Some(header), hash })
     }
 
     /// etcd's Defragment: this member's backend rewritten compactly (not through

@@ -151,6 +151,11 @@ pub struct HashKv {
     pub revision: i64,
 }
 
+/// etcd's Hash: `storage::hash` of the whole backend, with the current revision.
+#[derive(Message)]
+#[rtype(result = "Result<(u32, i64), RequestError>")]
+pub struct HashBackend;
+
 /// etcd's Defragment: rewrite the backend compactly (`Backend::defragment`).
 /// Answered with the backend's size afterwards.
 #[derive(Message)]
@@ -596,6 +601,25 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.release_reads();
             act.peers.members.do_send(MembersChanged(act.members.list()));
             Ok(act.applied_index)
+        })))
+    }
+}
+
+impl Handler<HashBackend> for StoreActor {
+    type Result = AtomicResponse<Self, Result<(u32, i64), RequestError>>;
+    fn handle(&mut self, _: HashBackend, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("HashBackend");
+        // Read on the blocking pool; an atomic response, so nothing is applied
+        // meanwhile and the hash is of the state at the applied index.
+        let backend = self.store.backend().clone();
+        let revision = self.store.current_revision();
+        let work = actix_rt::task::spawn_blocking(move || crate::storage::hash::hash_backend(&*backend));
+        AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(move |result, _act, _ctx| {
+            match result {
+                Ok(Ok(hash)) => Ok((hash, revision)),
+                Ok(Err(e)) => Err(RequestError::Internal(format!("hash: {e}"))),
+                Err(e) => Err(RequestError::Internal(format!("hash task: {e}"))),
+            }
         })))
     }
 }

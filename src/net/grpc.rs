@@ -1,7 +1,7 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
 //! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader`/`HashKV`/
-//! `Snapshot`/`Alarm`/`Defragment` are served;
+//! `Snapshot`/`Alarm`/`Defragment`/`Hash` are served (all of it);
 //! every other RPC of etcd's services is registered and answers `Unimplemented`
 //! with a "stead: ... is not implemented yet" text, never a fake success.
 //!
@@ -115,45 +115,42 @@ impl Kv for KvApi {
     }
 }
 
-/// `etcdserverpb.Maintenance`: `Status`, `MoveLeader`, `HashKV`, `Snapshot`,
-/// `Alarm` and `Defragment` served, the rest not yet.
+/// `etcdserverpb.Maintenance`: every RPC served.
 struct MaintenanceApi {
     service: ClientService,
 }
 
-grpc_service! {
-    impl Maintenance for MaintenanceApi {
-        served {
-            type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
+#[tonic::async_trait]
+impl Maintenance for MaintenanceApi {
+    type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
 
-            async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-                reply(self.service.status().await)
-            }
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        reply(self.service.status().await)
+    }
 
-            async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-                reply(self.service.move_leader(request.into_inner()).await)
-            }
+    async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        reply(self.service.move_leader(request.into_inner()).await)
+    }
 
-            async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
-                reply(self.service.alarm(request.into_inner()).await)
-            }
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        reply(self.service.alarm(request.into_inner()).await)
+    }
 
-            async fn defragment(&self, _request: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
-                reply(self.service.defragment().await)
-            }
+    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        reply(self.service.hash().await)
+    }
 
-            async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-                reply(self.service.hash_kv(request.into_inner()).await)
-            }
+    async fn defragment(&self, _request: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        reply(self.service.defragment().await)
+    }
 
-            async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-                let chunks = self.service.snapshot().await.map_err(|e| grpc_status(&e))?;
-                Ok(Response::new(futures::stream::iter(chunks.into_iter().map(Ok)).boxed()))
-            }
-        }
-        not_implemented("Maintenance") {
-            hash(pb::HashRequest) -> pb::HashResponse = "Hash";
-        }
+    async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        reply(self.service.hash_kv(request.into_inner()).await)
+    }
+
+    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let chunks = self.service.snapshot().await.map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(futures::stream::iter(chunks.into_iter().map(Ok)).boxed()))
     }
 }
 
