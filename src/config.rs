@@ -556,7 +556,7 @@ fn parse_listen_urls(key: &str, text: &str) -> Result<Vec<SocketAddr>, ConfigErr
 }
 
 /// `n1=http://a:2380,n2=http://b:2380` (a name may repeat, once per peer URL).
-fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<ClusterMember>, ConfigError> {
+pub fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<ClusterMember>, ConfigError> {
     let key = "initial-cluster";
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut order = Vec::new();

@@ -328,14 +328,17 @@ impl ClientService {
     }
 
     /// etcd's Snapshot: the whole backend as one CRC-checked dump (see
-    /// `storage::snapshot`), cut into `SNAPSHOT_CHUNK_BYTES` answers whose
-    /// `remaining_bytes` counts what follows each. Unlike etcd, no sha256 of the
-    /// stream is appended: no sha2 implementation is among the dependencies, and
-    /// the dump carries its own checksum (`storage::snapshot::inspect` checks it).
+    /// `storage::snapshot`) in the file form `storage::snapshot_file` gives it
+    /// (page-aligned, then etcd's SHA-256 trailer, which etcdctl checks for),
+    /// cut into `SNAPSHOT_CHUNK_BYTES` answers whose `remaining_bytes` counts
+    /// what follows each.
     pub async fn snapshot(&self) -> Result<Vec<pb::SnapshotResponse>, RequestError> {
         let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
         let header = self.kv_header().await?;
-        Ok(snapshot_chunks(header, &data))
+        let file = tokio::task::spawn_blocking(move || crate::storage::snapshot_file::encode(&data))
+            .await
+            .map_err(|e| RequestError::Internal(format!("snapshot encoding: {e}")))?;
+        Ok(snapshot_chunks(header, &file))
     }
 
     /// etcd's Hash: a CRC-32C of this member's whole backend but its member-local

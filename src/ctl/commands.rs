@@ -121,7 +121,11 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
         }
         Some(Command::Alarm(a)) => super::maintenance::alarm(&g, a),
         Some(Command::Defrag(a)) => super::maintenance::defrag(&g, a),
-        Some(Command::Snapshot(a)) => super::snapshot::snapshot(&g, a),
+        Some(Command::Snapshot(a)) => {
+            // etcdctl's `snapshot save` has no deadline unless the flag was given.
+            let timeout_given = argv.iter().filter_map(|a| a.to_str()).any(|a| a.starts_with("--command-timeout"));
+            super::snapshot::snapshot(&g, a, timeout_given)
+        }
         Some(Command::Other(words)) => Err(unknown_command(words.first().map(String::as_str).unwrap_or(""))),
     }
 }

@@ -152,6 +152,27 @@ async fn defragment(s: web::Data<ClientService>, body: web::Payload) -> HttpResp
     unary(s, rpc(MAINTENANCE, "Defragment"), body, |s, _: pb::DefragmentRequest| async move { s.defragment().await }).await
 }
 
+/// etcd's gateway Snapshot stream: one `{"result": SnapshotResponse}` line per
+/// chunk (blob base64), as grpc-gateway writes a server stream.
+async fn snapshot(s: web::Data<ClientService>) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        result: &'a pb::SnapshotResponse,
+    }
+    let chunks = match s.snapshot().await {
+        Ok(chunks) => chunks,
+        Err(e) => return error_response(&e),
+    };
+    let mut body = Vec::new();
+    for chunk in &chunks {
+        if let Err(e) = serde_json::to_writer(&mut body, &Line { result: chunk }) {
+            return error_response(&RequestError::Internal(format!("encoding the snapshot: {e}")));
+        }
+        body.push(b'\n');
+    }
+    HttpResponse::Ok().content_type("application/json").body(body)
+}
+
 async fn member_list(s: web::Data<ClientService>, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberList"), body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
 }
@@ -337,6 +358,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/maintenance/status", web::post().to(status))
         .route("/v3/maintenance/alarm", web::post().to(alarm))
         .route("/v3/maintenance/defragment", web::post().to(defragment))
+        .route("/v3/maintenance/snapshot", web::post().to(snapshot))
         .route("/v3/maintenance/hash", web::post().to(hash_kv))
         .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
         .route("/v3/cluster/member/list", web::post().to(member_list))

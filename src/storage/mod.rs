@@ -4,4 +4,5 @@ pub mod backend;
 pub mod hash;
 pub mod mvcc;
 pub mod snapshot;
+pub mod snapshot_file;
 pub mod wal;
