@@ -164,6 +164,8 @@ fn spawn_grpc(service: ClientService, shutdown: GracefulShutdownSignal) -> mpsc:
     actix_rt::spawn(async move {
         let served = tonic::transport::Server::builder()
             .layer(tower_layer::layer_fn(move |inner| CountRpcs { inner, metrics: metrics.clone() }))
+            // Inside the counter, so it counts the code clients see.
+            .layer(tower_layer::layer_fn(|inner| crate::net::grpc_limits::GrpcGoLimits { inner }))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.notified().await })
             .await;

@@ -3,6 +3,7 @@
 pub mod gateway;
 pub mod gateway_watch;
 pub mod grpc;
+pub mod grpc_limits;
 pub mod listener;
 pub mod peer;
 pub mod status;

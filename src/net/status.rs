@@ -106,3 +106,9 @@ pub fn alarm_text(a: &crate::proto::etcdserverpb::AlarmMember) -> String {
     }
     text
 }
+
+/// grpc-go's answer to a request message past the server's receive limit (what
+/// etcd's clients see): `found` bytes against `limit`.
+pub fn oversize_request(found: u64, limit: u64) -> (Code, String) {
+    (Code::ResourceExhausted, format!("grpc: received message larger than max ({found} vs. {limit})"))
+}
