@@ -157,7 +157,9 @@ async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
 fn spawn_grpc(service: ClientService, shutdown: GracefulShutdownSignal) -> mpsc::Sender<TcpStream> {
     let (tx, rx) = mpsc::channel::<TcpStream>(GRPC_HANDOFF_QUEUE_MAX);
     let incoming = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|stream| (Ok::<_, io::Error>(stream), rx))
+        // etcdctl's per-endpoint clients send a URL as `:authority`, which h2
+        // refuses: see `net::h2_authority`.
+        rx.recv().await.map(|stream| (Ok::<_, io::Error>(crate::net::h2_authority::AuthorityFix::new(stream)), rx))
     });
     let metrics = service.metrics().clone();
     let routes = grpc::routes(service);
