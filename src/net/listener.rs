@@ -166,8 +166,6 @@ fn spawn_grpc(service: ClientService, shutdown: GracefulShutdownSignal) -> mpsc:
     actix_rt::spawn(async move {
         let served = tonic::transport::Server::builder()
             .layer(tower_layer::layer_fn(move |inner| CountRpcs { inner, metrics: metrics.clone() }))
-            // Inside the counter, so it counts the code clients see.
-            .layer(tower_layer::layer_fn(|inner| crate::net::grpc_limits::GrpcGoLimits { inner }))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.notified().await })
             .await;
@@ -206,7 +204,8 @@ fn gateway_service(
 }
 
 /// Counts etcd's unary gRPC calls in `grpc_server_{started,handled}_total`, as
-/// go-grpc-prometheus does for etcd: the code is the response's `grpc-status`
+/// go-grpc-prometheus does for etcd, after giving an oversize request grpc-go's
+/// status (`net::grpc_limits`): the code is the response's `grpc-status`
 /// header (tonic answers an error as a trailers-only response), `OK` without one.
 #[derive(Clone)]
 struct CountRpcs<S> {
@@ -235,7 +234,9 @@ where
         let metrics = self.metrics.clone();
         let answer = self.inner.call(request);
         Box::pin(async move {
-            let response = answer.await?;
+            let mut response = answer.await?;
+            // grpc-go's status for an oversize request, before it is counted.
+            crate::net::grpc_limits::rewrite_oversize_status(response.headers_mut());
             if let Some(rpc) = rpc {
                 let code = response
                     .headers()
