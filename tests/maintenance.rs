@@ -198,4 +198,14 @@ fn hash_is_equal_on_members_with_the_same_data() {
     let (_, body): (u16, Value) = c.members[0].post("/v3/kv/range", &json!({"key": b64("k0")}).to_string());
     assert_eq!(body["kvs"][0]["value"], json!(b64("changed")));
     assert_ne!(hashes(&c)[0].0, first, "a write changes the hash");
+
+    // `defrag --cluster`: every member, each on its own line.
+    let (code, out, err) = steadctl(&c.members[0].endpoint, &["defrag", "--cluster"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    let mut want: Vec<String> =
+        c.members.iter().map(|m| format!("Finished defragmenting etcd member[{}]", m.endpoint)).collect();
+    want.sort_unstable();
+    assert_eq!(lines, want);
 }

@@ -53,6 +53,18 @@ fn save_status_and_restore_into_a_new_three_member_cluster() {
     let size = std::fs::metadata(&file).expect("saved file").len();
     assert_eq!(size % 512, 32, "etcd's SHA-256 trailer after page-aligned data");
     assert!(!Path::new(&format!("{file_arg}.part")).exists());
+    // Real etcdctl saves the same stream (it checks the SHA-256 trailer shape).
+    let by_etcdctl = tmp.path().join("etcdctl.db");
+    let saved = Command::new("etcdctl").arg(&endpoints).args(["snapshot", "save"]).arg(&by_etcdctl).output();
+    match saved {
+        Ok(out) => {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let (code, out, err) = steadctl(&["snapshot", "status", by_etcdctl.to_str().expect("utf8")]);
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains(", 11, "), "{out}");
+        }
+        Err(_) => eprintln!("etcdctl is not installed (scripts/test installs it): its save is not checked"),
+    }
     drop(source);
 
     let (code, out, _) = steadctl(&["snapshot", "status", file_arg, "-w", "json"]);
