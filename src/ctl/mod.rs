@@ -4,7 +4,8 @@
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
 //! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
-//! `move-leader`, `watch`, `lease`, `version`); the one deliberate difference is the
+//! `move-leader`, `watch`, `lease`, `alarm list|disarm`, `defrag`, `snapshot
+//! save|status|restore`, `version`); the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!

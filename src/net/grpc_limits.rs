@@ -18,7 +18,7 @@ const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 /// Rewrites a response's trailers-only status from tonic's oversize-request
 /// error to grpc-go's; any other response is left as it is.
 pub fn rewrite_oversize_status(headers: &mut HeaderMap) {
-    if !headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11") {
+    if headers.get("grpc-status").is_none_or(|v| v.as_bytes() != b"11") {
         return;
     }
     let Some(text) = tonic::Status::from_header_map(headers).and_then(|s| grpc_go_text(s.message())) else {

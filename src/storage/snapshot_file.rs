@@ -62,7 +62,7 @@ pub fn encode(dump: &[u8]) -> Vec<u8> {
 
 /// The dump inside a snapshot file, its SHA-256 checked unless `skip_hash_check`.
 pub fn decode(file: &[u8], skip_hash_check: bool) -> Result<&[u8], SnapshotFileError> {
-    if file.len() < ALIGN_BYTES + SHA256_BYTES || (file.len() - SHA256_BYTES) % ALIGN_BYTES != 0 {
+    if file.len() < ALIGN_BYTES + SHA256_BYTES || !(file.len() - SHA256_BYTES).is_multiple_of(ALIGN_BYTES) {
         return Err(SnapshotFileError::Invalid);
     }
     let (body, sha) = file.split_at(file.len() - SHA256_BYTES);
