@@ -6,7 +6,8 @@
 #   scripts/compare-etcdctl-cluster.sh
 #
 # Commands: member list (all formats), endpoint status/health --cluster,
-# member add --learner / promote / update / remove and their errors, move-leader.
+# member add --learner / promote / update / remove and their errors, move-leader,
+# alarm list. (`defrag --cluster` prints members in their random-ID order: not here.)
 # stdout, stderr and exit code are compared after normalising what must differ
 # between two clusters: member/cluster IDs, ports, raft numbers, sizes,
 # durations, log timestamps and client UUIDs, the program name, and the order of
@@ -99,6 +100,7 @@ cases() {
     c rc   list-protobuf -- member list -w protobuf
     c full list-health -- endpoint health --cluster
     c full list-health-json -- endpoint health --cluster -w json
+    c full alarm-list-cluster -- alarm list
     c full status-cluster-one-ep --ep "${EPS%%,*}" -- endpoint status --cluster
     c full list-prefix -- mem li
     # cobra's usage text differs in layout and program name: exit code only

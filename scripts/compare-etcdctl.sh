@@ -209,6 +209,22 @@ cases() {
     c full prefix-command -- ge $P/a
     c full ambiguous-command -- e
 
+    # maintenance: no alarm is raised on either server, so lists are empty
+    c full alarm-list -- alarm list
+    c full alarm-list-json -- alarm list -w json
+    c full alarm-list-table -- alarm list -w table
+    c full alarm-disarm -- alarm disarm
+    c full alarm-list-args -- alarm list extra
+    c full defrag -- defrag
+    c full snapshot-status-noargs -- snapshot status
+    c full snapshot-status-missing -- snapshot status "$WORK/no-such.db"
+    c full snapshot-save-noargs -- snapshot save
+    c full snapshot-restore-noargs -- snapshot restore
+    c full snapshot-restore-bad-name --no-ep -- snapshot restore "$WORK/no-such.db" --name zz
+    # stderr carries zap log lines (timestamps, callers): compare exit codes
+    c rc snapshot-save -- snapshot save "$WORK/saved.db"
+    c full snapshot-restore-exists --no-ep -- snapshot restore "$WORK/saved.db" --data-dir "$WORK"
+
     # an unreachable endpoint (127.0.0.1:1): fail-over, then the deadline path
     c full failover-get -- get $P/a --endpoints=127.0.0.1:1
     c full failover-put -- put $P/a 16 --endpoints=127.0.0.1:1

@@ -186,6 +186,9 @@ pub struct Settings {
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
+    /// `--quota-backend-bytes` as etcd reads it: 0 the default (2 GiB), negative
+    /// no quota.
+    pub quota_backend_bytes: i64,
     pub max_txn_ops: usize,
     pub auto_compaction: crate::compactor::AutoCompaction,
     pub log_level: String,
@@ -488,12 +491,6 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     if raw.max_txn_ops == 0 {
         return Err(bad("max-txn-ops", "must be at least 1".into()));
     }
-    if raw.quota_backend_bytes != 0 {
-        return Err(ConfigError::Unsupported {
-            key: "quota-backend-bytes".into(),
-            why: "the space quota and its NOSPACE alarm are not implemented yet".into(),
-        });
-    }
     if !matches!(raw.auto_compaction_mode.as_str(), "periodic" | "revision") {
         let got = &raw.auto_compaction_mode;
         return Err(bad("auto-compaction-mode", format!("expected \"periodic\" or \"revision\", got {got:?}")));
@@ -538,6 +535,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         snapshot_count: raw.snapshot_count,
         max_request_bytes: raw.max_request_bytes as usize,
         max_txn_ops: raw.max_txn_ops as usize,
+        quota_backend_bytes: raw.quota_backend_bytes,
         auto_compaction,
         log_level,
         log_format,
@@ -589,7 +587,7 @@ fn parse_listen_urls(key: &str, text: &str) -> Result<Vec<SocketAddr>, ConfigErr
 }
 
 /// `n1=http://a:2380,n2=http://b:2380` (a name may repeat, once per peer URL).
-fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<ClusterMember>, ConfigError> {
+pub fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<ClusterMember>, ConfigError> {
     let key = "initial-cluster";
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut order = Vec::new();

@@ -95,6 +95,12 @@ pub enum RequestError {
     /// unmapped (code Unknown, the auth package's own `auth: …` text).
     #[error("{0}")]
     Unmapped(Box<RequestError>),
+    /// A NOSPACE alarm is active (or the backend is past its quota).
+    #[error("database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is active.
+    #[error("corrupt cluster")]
+    Corrupt,
     /// The request body could not be decoded (gateway JSON, gRPC bytes).
     #[error("{0}")]
     Malformed(String),

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod proto;
+pub mod quota;
 pub mod raft;
 pub mod service;
 pub mod storage;

@@ -438,6 +438,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         max_request_bytes: settings.max_request_bytes,
         request_timeout: Duration::from_secs(5) + 2 * election_timeout,
         min_lease_ttl: crate::kv::leases::min_lease_ttl(settings.heartbeat_interval_ms, settings.election_timeout_ms),
+        quota: crate::quota::Quota::from_flag(settings.quota_backend_bytes),
     };
     let service = ClientService::new(raft_addr, store_addr, limits)
         .with_watch(hub)

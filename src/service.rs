@@ -19,7 +19,7 @@ use crate::actors::raft::{
 use crate::actors::auth::{AuthActor, Authorize, Need};
 use crate::actors::lease::{self, LeaseActor};
 use crate::kv::auth::AuthInfo;
-use crate::actors::store::{DumpSnapshot, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
+use crate::actors::store::{Defragment, DumpSnapshot, HashBackend, GetLease, GetMembers, GetStatus, HashKv, Read, ReadRequest, StoreActor};
 use crate::actors::watch::WatchHub;
 use crate::error::RequestError;
 use crate::kv::apply::Response;
@@ -40,6 +40,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// The smallest lease TTL granted, seconds (etcd: 1.5 election timeouts).
     pub min_lease_ttl: i64,
+    /// The backend space quota (`--quota-backend-bytes`).
+    pub quota: crate::quota::Quota,
 }
 
 /// What the gateway reports as the server version: the etcd API level stead serves.
@@ -174,6 +176,7 @@ impl ClientService {
             return Err(RequestError::LeaseTtlTooLarge);
         }
         r.ttl = r.ttl.max(self.limits.min_lease_ttl);
+        self.check_quota(crate::quota::LEASE_OVERHEAD_BYTES).await?;
         match self.propose(Internal::LeaseGrant(r)).await? {
             Response::LeaseGrant(resp) => Ok(resp),
             other => Err(unexpected(other)),
@@ -324,6 +327,7 @@ impl ClientService {
 
     pub async fn put(&self, r: pb::PutRequest) -> Result<pb::PutResponse, RequestError> {
         validate::check_put(&r)?;
+        self.check_quota(crate::quota::put_cost(&r)).await?;
         match self.propose(Internal::Put(r)).await? {
             Response::Put(resp) => Ok(resp),
             other => Err(unexpected(other)),
@@ -344,6 +348,7 @@ impl ClientService {
             self.authorize(|| Need::ReadTxn(r.clone())).await?;
             self.read(ReadRequest::Txn(r), false).await?
         } else {
+            self.check_quota(crate::quota::txn_cost(&r)).await?;
             self.propose(Internal::Txn(r)).await?
         };
         match response {
@@ -375,7 +380,7 @@ impl ClientService {
             raft_index: raft.commit_index,
             raft_term: raft.term,
             raft_applied_index: store.applied_index,
-            errors: Vec::new(),
+            errors: status_errors(raft.leader, &store.alarms),
             db_size_in_use: store.db_size_bytes as i64,
             is_learner: false,
         })
@@ -401,15 +406,37 @@ impl ClientService {
     }
 
     /// etcd's Snapshot: the whole backend as one CRC-checked dump (see
-    /// `storage::snapshot`), cut into `SNAPSHOT_CHUNK_BYTES` answers whose
-    /// `remaining_bytes` counts what follows each. Unlike etcd, no sha256 of the
-    /// stream is appended: no sha2 implementation is among the dependencies, and
-    /// the dump carries its own checksum (`storage::snapshot::inspect` checks it).
+    /// `storage::snapshot`) in the file form `storage::snapshot_file` gives it
+    /// (page-aligned, then etcd's SHA-256 trailer, which etcdctl checks for),
+    /// cut into `SNAPSHOT_CHUNK_BYTES` answers whose `remaining_bytes` counts
+    /// what follows each.
     pub async fn snapshot(&self) -> Result<Vec<pb::SnapshotResponse>, RequestError> {
         self.authorize_maintenance().await?;
         let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
         let header = self.kv_header().await?;
-        Ok(snapshot_chunks(header, &data))
+        let file = tokio::task::spawn_blocking(move || crate::storage::snapshot_file::encode(&data))
+            .await
+            .map_err(|e| RequestError::Internal(format!("snapshot encoding: {e}")))?;
+        Ok(snapshot_chunks(header, &file))
+    }
+
+    /// etcd's Hash: a CRC-32C of this member's whole backend but its member-local
+    /// records (`storage::hash`), read locally; the header's revision is the one
+    /// hashed at.
+    pub async fn hash(&self) -> Result<pb::HashResponse, RequestError> {
+        self.authorize_maintenance().await?;
+        let (hash, revision) = self.store.send(HashBackend).await.map_err(|_| RequestError::Stopped)??;
+        let mut header = self.kv_header().await?;
+        header.revision = revision;
+        Ok(pb::HashResponse { header: Some(header), hash })
+    }
+
+    /// etcd's Defragment: this member's backend rewritten compactly (not through
+    /// Raft; each member is defragmented on its own, as in etcd).
+    pub async fn defragment(&self) -> Result<pb::DefragmentResponse, RequestError> {
+        self.authorize_maintenance().await?;
+        self.store.send(Defragment).await.map_err(|_| RequestError::Stopped)??;
+        Ok(pb::DefragmentResponse { header: Some(self.kv_header().await?) })
     }
 
     /// The header of a Cluster answer: as etcd's, it names cluster, member and
@@ -511,6 +538,40 @@ impl ClientService {
         }
     }
 
+    /// etcd's Alarm: every action goes through Raft and is applied on every
+    /// member, as etcd does (so GET answers the applied table).
+    pub async fn alarm(&self, r: pb::AlarmRequest) -> Result<pb::AlarmResponse, RequestError> {
+        match self.propose(Internal::Alarm(r)).await? {
+            Response::Alarm(resp) => Ok(resp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The alarms active on the cluster, as this member has applied them.
+    pub async fn active_alarms(&self) -> Result<Vec<pb::AlarmMember>, RequestError> {
+        Ok(self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?.alarms)
+    }
+
+    /// etcd's quota check before proposing a write of `cost` bytes: when the
+    /// backend has no room for it, this member raises a NOSPACE alarm for itself
+    /// (through Raft, whatever comes of it) and the write fails.
+    async fn check_quota(&self, cost: usize) -> Result<(), RequestError> {
+        let db_size = u64::try_from(self.metrics.db_total_size_bytes.get()).unwrap_or(0);
+        if self.limits.quota.available(db_size, cost) {
+            return Ok(());
+        }
+        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raise = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id: raft.member_id,
+            alarm: pb::AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.alarm(raise).await {
+            tracing::warn!("raising the NOSPACE alarm: {e}");
+        }
+        Err(RequestError::NoSpace)
+    }
+
     /// True when a linearizable read completes in time: the member has a leader
     /// and a quorum, and its state machine is keeping up.
     pub async fn healthy(&self) -> bool {
@@ -602,6 +663,17 @@ impl ClientService {
             }
         }
     }
+}
+
+/// Status `errors` as etcd fills them: "no leader" without a leader, then each
+/// active alarm in its protobuf text form (`memberID:1 alarm:NOSPACE `).
+fn status_errors(leader: u64, alarms: &[pb::AlarmMember]) -> Vec<String> {
+    let mut errors = Vec::new();
+    if leader == 0 {
+        errors.push(crate::net::status::etcd_status(&RequestError::NoLeader).1);
+    }
+    errors.extend(alarms.iter().map(crate::net::status::alarm_text));
+    errors
 }
 
 /// The size of one Snapshot answer's blob (etcd sends 32 KiB; fewer, larger

@@ -17,6 +17,7 @@ use crate::kv::apply::{self, Response};
 use crate::proto::etcdserverpb as pb;
 use crate::actors::auth::AuthChanged;
 use crate::kv::auth::{self, AuthState, TokenChange};
+use crate::kv::alarms::Alarms;
 use crate::kv::leases::{LeaseChange, Leases};
 use crate::kv::members::{InitialMember, Members};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest};
@@ -72,12 +73,14 @@ pub enum ReadRequest {
 #[rtype(result = "StoreStatus")]
 pub struct GetStatus;
 
-#[derive(Debug, Clone, Copy, MessageResponse)]
+#[derive(Debug, Clone, MessageResponse)]
 pub struct StoreStatus {
     pub revision: i64,
     pub compact_revision: i64,
     pub applied_index: u64,
     pub db_size_bytes: u64,
+    /// The active alarms, in etcd's listing order.
+    pub alarms: Vec<pb::AlarmMember>,
 }
 
 /// Sent to the Raft actor: entries up to `index` are applied.
@@ -150,6 +153,17 @@ pub struct HashKv {
     pub revision: i64,
 }
 
+/// etcd's Hash: `storage::hash` of the whole backend, with the current revision.
+#[derive(Message)]
+#[rtype(result = "Result<(u32, i64), RequestError>")]
+pub struct HashBackend;
+
+/// etcd's Defragment: rewrite the backend compactly (`Backend::defragment`).
+/// Answered with the backend's size afterwards.
+#[derive(Message)]
+#[rtype(result = "Result<u64, RequestError>")]
+pub struct Defragment;
+
 /// Replaces the whole state with a leader's dump. Answered with the applied index
 /// the dump holds, once it is durable: only then may Raft record the snapshot.
 #[derive(Message)]
@@ -187,6 +201,8 @@ pub struct StoreActor {
     leases: Leases,
     /// Users, roles, permissions; whether auth is on.
     auth: AuthState,
+    /// The active alarms (what they refuse is decided at apply time).
+    alarms: Alarms,
     /// The initial membership from the configuration, recorded when the log's
     /// bootstrap entry applies.
     initial_members: Vec<InitialMember>,
@@ -222,11 +238,13 @@ impl StoreActor {
         let mut leases = Leases::load(&store).unwrap_or_else(|e| panic!("loading the lease table: {e}"));
         leases.announce_reset();
         let auth = AuthState::load(&store).unwrap_or_else(|e| panic!("loading the auth state: {e}"));
+        let alarms = Alarms::load(&**store.backend()).unwrap_or_else(|e| panic!("loading the alarm table: {e}"));
         StoreActor {
             store,
             members,
             leases,
             auth,
+            alarms,
             initial_members,
             ids,
             raft_term: 0,
@@ -262,6 +280,11 @@ impl StoreActor {
                 Err(e) => tracing::warn!("counting keys for metrics: {e}"),
             }
         }
+        if recount {
+            if let Ok(size) = self.store.backend().size_on_disk() {
+                m.db_total_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+            }
+        }
         m.current_revision.set(self.store.current_revision());
         m.compact_revision.set(self.store.compact_revision());
         m.proposals_applied.set(i64::try_from(self.applied_index).unwrap_or(i64::MAX));
@@ -294,6 +317,7 @@ impl StoreActor {
                 a.header.get_or_insert_with(Default::default).revision = self.store.current_revision();
                 self.fill_header(&mut a.header);
             }
+            Response::Alarm(_) => {}
         }
         response
     }
@@ -374,19 +398,30 @@ impl StoreActor {
                             batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
                             response
                         }
-                        // Writes are checked against the auth state at this index
-                        // (the member that took them knew an older one).
-                        _ if self.auth.enabled() => {
+                        Some(internal_request::Request::Alarm(alarm)) => {
+                            // etcd answers Alarm without a header.
+                            let response = self.alarms.apply(&mut batch, alarm);
+                            batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
+                            Ok(Response::Alarm(response))
+                        }
+                        _ => {
+                            // As etcd's appliers: auth first (writes are checked
+                            // against the auth state at this index, the member that
+                            // took them knew an older one), then an active alarm
+                            // refuses what it caps. A refused entry is used up.
                             let leases = &self.leases;
-                            match self.auth.check_entry(&request, &|id| lease_keys(leases, id)) {
-                                Ok(()) => apply_kv(&mut batch, entry.index, &request, &mut self.leases, &self.metrics, &mut events),
-                                Err(refused) => {
+                            let refused = match self.auth.check_entry(&request, &|id| lease_keys(leases, id)) {
+                                Err(e) => Some(e),
+                                Ok(()) => self.alarms.refusal(&request),
+                            };
+                            match refused {
+                                Some(e) => {
                                     batch.set_consistent_index(entry.index).unwrap_or_else(|e| fault(entry.index, e));
-                                    Err(refused)
+                                    Err(e)
                                 }
+                                None => apply_kv(&mut batch, entry.index, &request, &mut self.leases, &self.metrics, &mut events),
                             }
                         }
-                        _ => apply_kv(&mut batch, entry.index, &request, &mut self.leases, &self.metrics, &mut events),
                     };
                     let took = started.elapsed();
                     if took > crate::metrics::SLOW_APPLY {
@@ -474,11 +509,14 @@ impl StoreActor {
         }
         self.flushing = true;
         let backend = self.store.backend().clone();
-        let flush = actix_rt::task::spawn_blocking(move || backend.flush());
+        // The size is read after the flush (sled's files grow when it writes): the
+        // space quota checks writes against it.
+        let flush = actix_rt::task::spawn_blocking(move || backend.flush().and_then(|()| backend.size_on_disk()));
         ctx.spawn(async move { flush.await }.into_actor(self).map(move |result, act, _ctx| {
             act.flushing = false;
             match result {
-                Ok(Ok(())) => {
+                Ok(Ok(db_size)) => {
+                    act.metrics.db_total_size_bytes.set(i64::try_from(db_size).unwrap_or(i64::MAX));
                     act.flushed_index = index;
                     if index >= act.snapshot_index + act.snapshot_count {
                         act.snapshot_index = index;
@@ -612,6 +650,7 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.send_lease_changes();
             act.auth = AuthState::load(&act.store).unwrap_or_else(|e| panic!("reloading the auth state after a snapshot: {e}"));
             act.send_auth_changes(true, vec![TokenChange::DropAll]);
+            act.alarms = Alarms::load(&**act.store.backend()).unwrap_or_else(|e| panic!("reloading alarms after a snapshot: {e}"));
             act.applied_index = act.store.consistent_index();
             act.flushed_index = act.applied_index;
             act.snapshot_index = act.applied_index;
@@ -620,6 +659,57 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.release_reads();
             act.peers.members.do_send(MembersChanged(act.members.list()));
             Ok(act.applied_index)
+        })))
+    }
+}
+
+impl Handler<HashBackend> for StoreActor {
+    type Result = AtomicResponse<Self, Result<(u32, i64), RequestError>>;
+    fn handle(&mut self, _: HashBackend, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("HashBackend");
+        // Read on the blocking pool; an atomic response, so nothing is applied
+        // meanwhile and the hash is of the state at the applied index.
+        let backend = self.store.backend().clone();
+        let revision = self.store.current_revision();
+        let work = actix_rt::task::spawn_blocking(move || crate::storage::hash::hash_backend(&*backend));
+        AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(move |result, _act, _ctx| {
+            match result {
+                Ok(Ok(hash)) => Ok((hash, revision)),
+                Ok(Err(e)) => Err(RequestError::Internal(format!("hash: {e}"))),
+                Err(e) => Err(RequestError::Internal(format!("hash task: {e}"))),
+            }
+        })))
+    }
+}
+
+impl Handler<Defragment> for StoreActor {
+    type Result = AtomicResponse<Self, Result<u64, RequestError>>;
+    fn handle(&mut self, _: Defragment, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.instruments.handling("Defragment");
+        // The rewrite runs on the blocking pool. An atomic response: the actor
+        // applies nothing meanwhile (committed entries wait in its mailbox), so
+        // the copy is the state at the applied index; reads wait too, as etcd's
+        // defragmentation blocks its backend.
+        let backend = self.store.backend().clone();
+        let work = actix_rt::task::spawn_blocking(move || {
+            backend.defragment()?;
+            backend.size_on_disk()
+        });
+        AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(|result, act, _ctx| {
+            match result {
+                Ok(Ok(size)) => {
+                    act.metrics.db_total_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+                    tracing::info!("defragmented the backend: {size} bytes on disk");
+                    Ok(size)
+                }
+                Ok(Err(e)) => {
+                    // A failed swap leaves the backend closed: every later
+                    // apply fails and stops the member (fail-stop).
+                    tracing::error!("defragmentation failed: {e}");
+                    Err(RequestError::Internal(format!("defragment: {e}")))
+                }
+                Err(e) => Err(RequestError::Internal(format!("defragment task: {e}"))),
+            }
         })))
     }
 }
@@ -662,6 +752,7 @@ impl Handler<GetStatus> for StoreActor {
             compact_revision: store.compact_revision(),
             applied_index: self.applied_index,
             db_size_bytes: store.backend().size_on_disk().unwrap_or(0),
+            alarms: self.alarms.list(),
         }
     }
 }

@@ -128,6 +128,12 @@ pub enum Command {
     Role(RoleArgs),
     /// Prints the version of steadctl
     Version(VersionArgs),
+    /// Alarm related commands
+    Alarm(AlarmArgs),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(DefragArgs),
+    /// Manages etcd node snapshots
+    Snapshot(SnapshotArgs),
     /// etcdctl commands steadctl does not implement yet.
     #[command(external_subcommand)]
     Other(Vec<String>),
@@ -249,6 +255,79 @@ pub struct WatchArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub progress_notify: bool,
     /// [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AlarmArgs {
+    #[command(subcommand)]
+    pub command: Option<AlarmCommand>,
+}
+
+/// etcdctl's alarm subcommands, in its registration order.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AlarmCommand {
+    /// Disarms all alarms
+    Disarm(NoArgs),
+    /// Lists all alarms
+    List(NoArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DefragArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub cluster: bool,
+    /// Data directory of etcd (offline defragmentation; not supported by steadctl)
+    #[arg(long = "data-dir", default_value = "")]
+    pub data_dir: String,
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: Option<SnapshotCommand>,
+}
+
+/// etcdctl's snapshot subcommands, in its registration order.
+#[derive(Subcommand, Debug, Clone)]
+pub enum SnapshotCommand {
+    /// Stores an etcd node backend snapshot to a given file
+    Save(NoArgs),
+    /// Restores an etcd member snapshot to an etcd directory
+    Restore(SnapshotRestoreArgs),
+    /// Gets backend snapshot status of a given file
+    Status(NoArgs),
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotRestoreArgs {
+    /// Path to the data directory
+    #[arg(long = "data-dir", default_value = "")]
+    pub data_dir: String,
+    /// Path to the dedicated wal directory (not supported by steadctl)
+    #[arg(long = "wal-dir", default_value = "")]
+    pub wal_dir: String,
+    /// Initial cluster configuration for restore bootstrap
+    #[arg(long = "initial-cluster", default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap
+    #[arg(long = "initial-cluster-token", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster
+    #[arg(long = "initial-advertise-peer-urls", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory)
+    #[arg(long = "skip-hash-check", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub skip_hash_check: bool,
     pub args: Vec<String>,
 }
 

@@ -30,8 +30,8 @@ const ETCDCTL_COMMANDS: &[&str] = &[
     "role", "check", "help",
 ];
 const STEADCTL_COMMANDS: &[&str] = &[
-    "get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "watch", "lease", "member", "version", "auth",
-    "user", "role",
+    "get", "put", "del", "txn", "compaction", "alarm", "defrag", "endpoint", "move-leader", "watch", "lease", "member",
+    "snapshot", "version", "auth", "user", "role",
 ];
 /// etcdctl's `user`, `role` and `auth` subcommands in registration order.
 const USER_COMMANDS: &[&str] = &["add", "delete", "get", "list", "passwd", "grant-role", "revoke-role"];
@@ -140,6 +140,13 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
             print_out(format!("steadctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION")).as_bytes());
             Ok(())
         }
+        Some(Command::Alarm(a)) => super::maintenance::alarm(&g, a),
+        Some(Command::Defrag(a)) => super::maintenance::defrag(&g, a),
+        Some(Command::Snapshot(a)) => {
+            // etcdctl's `snapshot save` has no deadline unless the flag was given.
+            let timeout_given = argv.iter().filter_map(|a| a.to_str()).any(|a| a.starts_with("--command-timeout"));
+            super::snapshot::snapshot(&g, a, timeout_given)
+        }
         Some(Command::Other(words)) => Err(unknown_command(words.first().map(String::as_str).unwrap_or(""))),
     }
 }
@@ -202,6 +209,12 @@ fn resolve_command_prefix(argv: &mut [OsString]) {
             if argv[i] == command {
                 resolve_subcommand_prefix(&mut argv[i + 1..], subcommands);
             }
+        }
+        if argv[i] == "alarm" {
+            resolve_subcommand_prefix(&mut argv[i + 1..], &["disarm", "list"]);
+        }
+        if argv[i] == "snapshot" {
+            resolve_subcommand_prefix(&mut argv[i + 1..], &["save", "restore", "status"]);
         }
         return;
     }
@@ -319,7 +332,7 @@ pub(super) fn print_out(bytes: &[u8]) {
     let _ = out.flush();
 }
 
-fn print_err(bytes: &[u8]) {
+pub(super) fn print_err(bytes: &[u8]) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(bytes);
     let _ = err.flush();
@@ -368,7 +381,7 @@ fn endpoints_from(g: &GlobalArgs) -> Result<Vec<Endpoint>, CtlError> {
     parse_endpoints(&g.endpoints)
 }
 
-fn parse_endpoints(eps: &[String]) -> Result<Vec<Endpoint>, CtlError> {
+pub(super) fn parse_endpoints(eps: &[String]) -> Result<Vec<Endpoint>, CtlError> {
     eps.iter().map(|e| Endpoint::parse(e).map_err(|m| CtlError::new(EXIT_BAD_ARGS, m))).collect()
 }
 

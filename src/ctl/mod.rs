@@ -4,7 +4,8 @@
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
 //! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
-//! `move-leader`, `watch`, `lease`, `version`); the one deliberate difference is the
+//! `move-leader`, `watch`, `lease`, `alarm list|disarm`, `defrag`, `snapshot
+//! save|status|restore`, `version`); the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!
@@ -17,7 +18,9 @@
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
 //! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
 //! - [`watch`]: `watch` over the gateway's watch stream;
-//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`.
+//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`;
+//! - [`maintenance`]: `alarm list|disarm`, `defrag`;
+//! - [`snapshot`]: `snapshot save|status|restore`.
 
 pub mod args;
 pub mod auth;
@@ -26,8 +29,10 @@ pub mod commands;
 pub mod gateway;
 pub mod gofmt;
 pub mod lease;
+pub mod maintenance;
 pub mod ops;
 pub mod printer;
+pub mod snapshot;
 pub mod table;
 pub mod txn;
 pub mod watch;

@@ -42,6 +42,8 @@ pub enum Response {
     LeaseRenew(pb::LeaseKeepAliveResponse),
     /// An auth request's answer (the service builds etcd's response from it).
     Auth(crate::kv::auth::AuthAnswer),
+    /// An alarm request, applied by the store actor (`kv::alarms`).
+    Alarm(pb::AlarmResponse),
 }
 
 /// A fault of the store itself (not of the request): the node must stop rather

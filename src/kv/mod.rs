@@ -1,5 +1,6 @@
 //! etcd's KV semantics on top of the MVCC store: what a request must satisfy
 //! before it is proposed (`validate`) and what it does when applied (`apply`).
+pub mod alarms;
 pub mod apply;
 pub mod auth;
 pub mod leases;

@@ -165,6 +165,35 @@ async fn hash_kv(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(MAINTENANCE, "HashKV"), body, |s, r: crate::proto::etcdserverpb::HashKvRequest| async move { s.hash_kv(r).await }).await
 }
 
+async fn alarm(s: Acting, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(MAINTENANCE, "Alarm"), body, |s, r| async move { s.alarm(r).await }).await
+}
+
+async fn defragment(s: Acting, body: web::Payload) -> HttpResponse {
+    unary(s, rpc(MAINTENANCE, "Defragment"), body, |s, _: pb::DefragmentRequest| async move { s.defragment().await }).await
+}
+
+/// etcd's gateway Snapshot stream: one `{"result": SnapshotResponse}` line per
+/// chunk (blob base64), as grpc-gateway writes a server stream.
+async fn snapshot(Acting(s): Acting) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        result: &'a pb::SnapshotResponse,
+    }
+    let chunks = match s.snapshot().await {
+        Ok(chunks) => chunks,
+        Err(e) => return error_response(&e),
+    };
+    let mut body = Vec::new();
+    for chunk in &chunks {
+        if let Err(e) = serde_json::to_writer(&mut body, &Line { result: chunk }) {
+            return error_response(&RequestError::Internal(format!("encoding the snapshot: {e}")));
+        }
+        body.push(b'\n');
+    }
+    HttpResponse::Ok().content_type("application/json").body(body)
+}
+
 async fn member_list(s: Acting, body: web::Payload) -> HttpResponse {
     unary(s, rpc(CLUSTER, "MemberList"), body, |s, _: pb::MemberListRequest| async move { s.member_list().await }).await
 }
@@ -299,13 +328,27 @@ pub(crate) async fn metrics(s: web::Data<ClientService>) -> HttpResponse {
     HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(s.metrics_text().await)
 }
 
-/// etcd's `/health`: true once a linearizable read completes in time. Also served
-/// on `--listen-metrics-urls`.
-pub(crate) async fn health(s: web::Data<ClientService>) -> HttpResponse {
-    let healthy = s.healthy().await;
-    let body = if healthy { r#"{"health":"true"}"# } else { r#"{"health":"false"}"# };
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    HttpResponse::build(status).content_type("application/json").body(body)
+/// etcd's `/health`: false while an alarm is active (but those named by
+/// `?exclude=NOSPACE`…), else true once a linearizable read completes in time.
+/// Body and content type as etcd's (a failure is written by Go's `http.Error`,
+/// hence the newline). Also served on `--listen-metrics-urls`.
+pub(crate) async fn health(s: web::Data<ClientService>, req: actix_web::HttpRequest) -> HttpResponse {
+    let excluded: Vec<String> = req
+        .query_string()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("exclude="))
+        .map(str::to_string)
+        .collect();
+    let alarmed = match s.active_alarms().await {
+        Ok(alarms) => alarms.iter().any(|a| !excluded.contains(&crate::kv::alarms::alarm_name(a.alarm))),
+        Err(_) => true,
+    };
+    let (status, body) = if !alarmed && s.healthy().await {
+        (StatusCode::OK, "{\"health\":\"true\"}")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "{\"health\":\"false\"}\n")
+    };
+    HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(body)
 }
 
 async fn version() -> HttpResponse {
@@ -334,6 +377,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v3/lease/leases", web::post().to(lease_leases))
         .route("/v3/kv/lease/leases", web::post().to(lease_leases))
         .route("/v3/maintenance/status", web::post().to(status))
+        .route("/v3/maintenance/alarm", web::post().to(alarm))
+        .route("/v3/maintenance/defragment", web::post().to(defragment))
+        .route("/v3/maintenance/snapshot", web::post().to(snapshot))
         .route("/v3/maintenance/hash", web::post().to(hash_kv))
         .route("/v3/maintenance/transfer-leadership", web::post().to(move_leader))
         .route("/v3/cluster/member/list", web::post().to(member_list))

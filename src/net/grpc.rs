@@ -1,9 +1,7 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
-//! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader`/`HashKV`/
-//! `Snapshot` are served;
-//! every other RPC of etcd's services is registered and answers `Unimplemented`
-//! with a "stead: ... is not implemented yet" text, never a fake success.
+//! `KV`, `Cluster`, `Watch`, `Lease`, `Maintenance` and `Auth` are served in
+//! full; each call runs as the caller its metadata token names.
 //!
 //! Owns decoding and encoding only (tonic does both); every request goes to the
 //! `ClientService`, and errors become etcd's code and text through
@@ -71,32 +69,6 @@ fn reply<T>(result: Result<T, RequestError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|e| grpc_status(&e))
 }
 
-/// Implements a tonic service trait: the RPCs written out in `served`, and every
-/// RPC listed in `not_implemented` answering `Unimplemented` with
-/// "stead: etcdserverpb.<Service>/<Rpc> is not implemented yet".
-macro_rules! grpc_service {
-    (
-        impl $trait:ident for $ty:ty {
-            served { $($served:tt)* }
-            not_implemented($service:literal) {
-                $($rpc:ident($req:ty) -> $resp:ty = $name:literal;)*
-            }
-        }
-    ) => {
-        #[tonic::async_trait]
-        impl $trait for $ty {
-            $($served)*
-            $(
-                async fn $rpc(&self, _request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    Err(grpc_status(&RequestError::NotImplemented(concat!(
-                        "etcdserverpb.", $service, "/", $name
-                    ))))
-                }
-            )*
-        }
-    };
-}
-
 /// `etcdserverpb.KV`: every RPC served.
 struct KvApi {
     service: ClientService,
@@ -136,42 +108,48 @@ impl Kv for KvApi {
     }
 }
 
-/// `etcdserverpb.Maintenance`: `Status`, `MoveLeader`, `HashKV` and `Snapshot`
-/// served, the rest not yet.
+/// `etcdserverpb.Maintenance`: every RPC served.
 struct MaintenanceApi {
     service: ClientService,
 }
 
-grpc_service! {
-    impl Maintenance for MaintenanceApi {
-        served {
-            type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
+#[tonic::async_trait]
+impl Maintenance for MaintenanceApi {
+    type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
 
-            async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-                reply(self.service.status().await)
-            }
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        reply(self.service.status().await)
+    }
 
-            async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-                let (service, request) = acting(&self.service, request);
+    async fn move_leader(&self, request: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let (service, request) = acting(&self.service, request);
         reply(service.move_leader(request).await)
-            }
+    }
 
-            async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
-                let (service, request) = acting(&self.service, request);
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let (service, request) = acting(&self.service, request);
+        reply(service.alarm(request).await)
+    }
+
+    async fn hash(&self, request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        let (service, _) = acting(&self.service, request);
+        reply(service.hash().await)
+    }
+
+    async fn defragment(&self, request: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let (service, _) = acting(&self.service, request);
+        reply(service.defragment().await)
+    }
+
+    async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let (service, request) = acting(&self.service, request);
         reply(service.hash_kv(request).await)
-            }
+    }
 
-            async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-                let (service, _) = acting(&self.service, request);
-                let chunks = service.snapshot().await.map_err(|e| grpc_status(&e))?;
-                Ok(Response::new(futures::stream::iter(chunks.into_iter().map(Ok)).boxed()))
-            }
-        }
-        not_implemented("Maintenance") {
-            alarm(pb::AlarmRequest) -> pb::AlarmResponse = "Alarm";
-            defragment(pb::DefragmentRequest) -> pb::DefragmentResponse = "Defragment";
-            hash(pb::HashRequest) -> pb::HashResponse = "Hash";
-        }
+    async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (service, _) = acting(&self.service, request);
+        let chunks = service.snapshot().await.map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(futures::stream::iter(chunks.into_iter().map(Ok)).boxed()))
     }
 }
 

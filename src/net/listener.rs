@@ -157,7 +157,9 @@ async fn sniff(stream: &TcpStream) -> io::Result<Option<Protocol>> {
 fn spawn_grpc(service: ClientService, shutdown: GracefulShutdownSignal) -> mpsc::Sender<TcpStream> {
     let (tx, rx) = mpsc::channel::<TcpStream>(GRPC_HANDOFF_QUEUE_MAX);
     let incoming = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|stream| (Ok::<_, io::Error>(stream), rx))
+        // etcdctl's per-endpoint clients send a URL as `:authority`, which h2
+        // refuses: see `net::h2_authority`.
+        rx.recv().await.map(|stream| (Ok::<_, io::Error>(crate::net::h2_authority::AuthorityFix::new(stream)), rx))
     });
     let metrics = service.metrics().clone();
     let routes = grpc::routes(service);
@@ -202,7 +204,8 @@ fn gateway_service(
 }
 
 /// Counts etcd's unary gRPC calls in `grpc_server_{started,handled}_total`, as
-/// go-grpc-prometheus does for etcd: the code is the response's `grpc-status`
+/// go-grpc-prometheus does for etcd, after giving an oversize request grpc-go's
+/// status (`net::grpc_limits`): the code is the response's `grpc-status`
 /// header (tonic answers an error as a trailers-only response), `OK` without one.
 #[derive(Clone)]
 struct CountRpcs<S> {
@@ -231,7 +234,9 @@ where
         let metrics = self.metrics.clone();
         let answer = self.inner.call(request);
         Box::pin(async move {
-            let response = answer.await?;
+            let mut response = answer.await?;
+            // grpc-go's status for an oversize request, before it is counted.
+            crate::net::grpc_limits::rewrite_oversize_status(response.headers_mut());
             if let Some(rpc) = rpc {
                 let code = response
                     .headers()

@@ -4,6 +4,8 @@ pub mod gateway;
 pub mod gateway_auth;
 pub mod gateway_watch;
 pub mod grpc;
+pub mod grpc_limits;
+pub mod h2_authority;
 pub mod listener;
 pub mod peer;
 pub mod status;

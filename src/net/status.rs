@@ -19,6 +19,7 @@ pub enum Code {
     Unimplemented = 12,
     Unavailable = 14,
     Unauthenticated = 16,
+    DataLoss = 15,
 }
 
 impl Code {
@@ -33,7 +34,7 @@ impl Code {
             Code::Unimplemented => 501,
             Code::Unavailable => 503,
             Code::DeadlineExceeded => 504,
-            Code::Unknown => 500,
+            Code::Unknown | Code::DataLoss => 500,
         }
     }
 }
@@ -104,6 +105,8 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         InvalidAuthMgmt => (Code::InvalidArgument, "etcdserver: invalid auth management"),
         AuthOldRevision => (Code::InvalidArgument, "etcdserver: revision of auth store is old"),
         Unmapped(inner) => return (Code::Unknown, auth_package_text(inner)),
+        NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
+        Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster"),
         Malformed(msg) => return (Code::InvalidArgument, msg.clone()),
         NotImplemented(what) => return (Code::Unimplemented, format!("stead: {what} is not implemented yet")),
         Internal(msg) => return (Code::Unknown, msg.clone()),
@@ -127,6 +130,7 @@ pub fn go_status_text(err: &RequestError) -> String {
         Code::Unimplemented => "Unimplemented",
         Code::Unavailable => "Unavailable",
         Code::Unauthenticated => "Unauthenticated",
+        Code::DataLoss => "DataLoss",
     };
     format!("rpc error: code = {name} desc = {text}")
 }
@@ -142,4 +146,24 @@ fn auth_package_text(err: &RequestError) -> String {
         RequestError::AuthOldRevision => "auth: revision in header is old".into(),
         other => etcd_status(other).1,
     }
+}
+
+/// An alarm as etcd prints it (Go's protobuf text form of `AlarmMember`, as in
+/// Status `errors` and `etcdctl alarm list`): zero fields left out, each field
+/// followed by a space, e.g. `memberID:10 alarm:NOSPACE `.
+pub fn alarm_text(a: &crate::proto::etcdserverpb::AlarmMember) -> String {
+    let mut text = String::new();
+    if a.member_id != 0 {
+        text.push_str(&format!("memberID:{} ", a.member_id));
+    }
+    if a.alarm != 0 {
+        text.push_str(&format!("alarm:{} ", crate::kv::alarms::alarm_name(a.alarm)));
+    }
+    text
+}
+
+/// grpc-go's answer to a request message past the server's receive limit (what
+/// etcd's clients see): `found` bytes against `limit`.
+pub fn oversize_request(found: u64, limit: u64) -> (Code, String) {
+    (Code::ResourceExhausted, format!("grpc: received message larger than max ({found} vs. {limit})"))
 }

@@ -18,8 +18,8 @@
 //! transactions, and keeps each bucket's keys contiguous and ordered.
 
 use std::ops::Bound;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use std::collections::BTreeMap;
 
@@ -41,11 +41,13 @@ pub enum Bucket {
     AuthRoles,
     /// Cluster members: id -> member record (names, URLs, learner flag).
     Members,
+    /// Active alarms: member id ++ alarm type -> alarm record (`kv::alarms`).
+    Alarm,
 }
 
 impl Bucket {
     /// Every bucket, for tools that walk the whole database.
-    pub const ALL: [Bucket; 7] = [
+    pub const ALL: [Bucket; 8] = [
         Bucket::Key,
         Bucket::Meta,
         Bucket::Lease,
@@ -53,6 +55,7 @@ impl Bucket {
         Bucket::AuthUsers,
         Bucket::AuthRoles,
         Bucket::Members,
+        Bucket::Alarm,
     ];
 
     /// The byte that prefixes every engine key of this bucket. Part of the on-disk
@@ -66,6 +69,7 @@ impl Bucket {
             Bucket::AuthUsers => b'u',
             Bucket::AuthRoles => b'r',
             Bucket::Members => b'c',
+            Bucket::Alarm => b'x',
         }
     }
 }
@@ -181,6 +185,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Bytes the database occupies on disk (etcd's `dbSize`).
     fn size_on_disk(&self) -> Result<u64, BackendError>;
+
+    /// Rewrites the database compactly (etcd's defragmentation): the same
+    /// contents, the space freed by deletes given back. Slow and blocking: call
+    /// it off the event loop, with no writes meanwhile (the caller owns writes).
+    fn defragment(&self) -> Result<(), BackendError>;
 }
 
 fn engine_key(bucket: Bucket, key: &[u8]) -> Vec<u8> {
@@ -240,30 +249,124 @@ impl Default for SledOptions {
 }
 
 /// The sled engine: one tree, buckets by prefix byte.
+///
+/// sled cannot shrink its files, so [`Backend::defragment`] copies the tree into
+/// a fresh database beside it (`<db>.defrag`), flushes it, and swaps the
+/// directories: `<db>` → `<db>.old`, `<db>.defrag` → `<db>`, then reopens. The
+/// engine sits behind a lock so the swap is atomic for every caller. A crash
+/// anywhere in between is repaired on the next open (see [`SledBackend::open_with`]).
 pub struct SledBackend {
-    db: sled::Db,
+    /// None only while a defragmentation swaps the directories (or after a swap
+    /// that failed to reopen: every call then fails, and the store stops).
+    db: RwLock<Option<sled::Db>>,
+    path: PathBuf,
+    opts: SledOptions,
 }
+
+/// `<db>` with a suffix, beside it.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// How long an open waits for a just-dropped database's file lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// sled's "could not acquire lock" (another handle, maybe one being dropped).
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
+/// Most key and value bytes copied per batch while defragmenting.
+const DEFRAG_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 impl SledBackend {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
         Self::open_with(path, SledOptions::default())
     }
 
+    /// Opens the database, first finishing or undoing an interrupted
+    /// defragmentation: a complete copy (`<db>.defrag`) with `<db>` already moved
+    /// away becomes `<db>`; a copy beside an intact `<db>` was not finished and
+    /// is dropped; `<db>.old` is what a finished swap left behind.
     pub fn open_with(path: impl AsRef<Path>, opts: SledOptions) -> Result<Self, BackendError> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
+        let path = path.as_ref().to_path_buf();
+        let (fresh, old) = (sibling(&path, ".defrag"), sibling(&path, ".old"));
+        if fresh.exists() {
+            if path.exists() {
+                std::fs::remove_dir_all(&fresh)?;
+            } else {
+                std::fs::rename(&fresh, &path)?;
+            }
+        }
+        if old.exists() && path.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        let db = Self::open_db(&path, &opts)?;
+        Ok(Self { db: RwLock::new(Some(db)), path, opts })
+    }
+
+    fn open_db(path: &Path, opts: &SledOptions) -> Result<sled::Db, BackendError> {
+        let config = sled::Config::new()
+            .path(path)
             .cache_capacity(opts.cache_capacity_bytes)
             // No background flusher: the caller decides when to pay for durability
             // (timer, before WAL release). Unflushed writes are recovered from the WAL.
-            .flush_every_ms(None)
-            .open()?;
-        Ok(Self { db })
+            .flush_every_ms(None);
+        // sled releases a dropped database's file lock only once its background
+        // threads let go of it, a moment later: a reopen in the same process
+        // (after a defragmentation's copy or swap) waits for that, briefly.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Runs `f` on the open database.
+    fn with_db<R>(&self, f: impl FnOnce(&sled::Db) -> Result<R, BackendError>) -> Result<R, BackendError> {
+        // A poisoned lock means a panic mid-call elsewhere; the handle is intact.
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(BackendError::Engine("the backend is closed (a defragmentation failed to reopen it)".into())),
+        }
+    }
+
+    /// Copies every entry into a fresh database at `to` and flushes it.
+    fn copy_to(&self, to: &Path) -> Result<(), BackendError> {
+        if to.exists() {
+            std::fs::remove_dir_all(to)?;
+        }
+        let fresh = Self::open_db(to, &self.opts)?;
+        self.with_db(|db| {
+            let mut batch = sled::Batch::default();
+            let mut bytes = 0;
+            for item in db.iter() {
+                let (k, v) = item?;
+                bytes += k.len() + v.len();
+                batch.insert(k, v);
+                if bytes >= DEFRAG_BATCH_BYTES {
+                    fresh.apply_batch(std::mem::take(&mut batch))?;
+                    bytes = 0;
+                }
+            }
+            fresh.apply_batch(batch)?;
+            Ok(())
+        })?;
+        fresh.flush()?;
+        Ok(())
     }
 }
 
 impl Backend for SledBackend {
     fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.db.get(engine_key(bucket, key))?.map(|v| v.to_vec()))
+        self.with_db(|db| Ok(db.get(engine_key(bucket, key))?.map(|v| v.to_vec())))
     }
 
     fn scan(
@@ -277,13 +380,15 @@ impl Backend for SledBackend {
         if bounds_empty(&lo, &hi) {
             return Ok(());
         }
-        for item in self.db.range::<Vec<u8>, _>((lo, hi)) {
-            let (k, v) = item?;
-            if visit(&k[1..], &v) == Scan::Stop {
-                break;
+        self.with_db(|db| {
+            for item in db.range::<Vec<u8>, _>((lo, hi)) {
+                let (k, v) = item?;
+                if visit(&k[1..], &v) == Scan::Stop {
+                    break;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), BackendError> {
@@ -294,17 +399,50 @@ impl Backend for SledBackend {
                 BatchOp::Delete { bucket, key } => b.remove(engine_key(bucket, &key)),
             }
         }
-        self.db.apply_batch(b)?;
-        Ok(())
+        self.with_db(|db| Ok(db.apply_batch(b)?))
     }
 
     fn flush(&self) -> Result<(), BackendError> {
-        self.db.flush()?;
-        Ok(())
+        self.with_db(|db| {
+            db.flush()?;
+            Ok(())
+        })
     }
 
     fn size_on_disk(&self) -> Result<u64, BackendError> {
-        Ok(self.db.size_on_disk()?)
+        self.with_db(|db| Ok(db.size_on_disk()?))
+    }
+
+    fn defragment(&self) -> Result<(), BackendError> {
+        let (fresh, old) = (sibling(&self.path, ".defrag"), sibling(&self.path, ".old"));
+        // Everything written so far must be in the copy and durable in the old
+        // files (a crash before the swap keeps using them).
+        self.flush()?;
+        self.copy_to(&fresh)?;
+        let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Writes are the caller's and it makes none meanwhile; flush what a
+        // concurrent flush may not have, then close the old files.
+        if let Some(db) = guard.take() {
+            db.flush()?;
+        }
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        // From here a crash leaves `<db>.defrag` complete and `<db>` gone or
+        // whole: open_with repairs both.
+        let swapped = std::fs::rename(&self.path, &old).and_then(|()| std::fs::rename(&fresh, &self.path));
+        if let Err(e) = swapped {
+            // Put the old files back under their name if they moved.
+            if !self.path.exists() && old.exists() {
+                let _ = std::fs::rename(&old, &self.path);
+            }
+            *guard = Self::open_db(&self.path, &self.opts).ok();
+            return Err(e.into());
+        }
+        *guard = Some(Self::open_db(&self.path, &self.opts)?);
+        drop(guard);
+        std::fs::remove_dir_all(&old)?;
+        Ok(())
     }
 }
 
@@ -404,6 +542,10 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    fn defragment(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     fn size_on_disk(&self) -> Result<u64, BackendError> {
         Ok(self
             .lock()
@@ -498,6 +640,74 @@ mod tests {
         let b = SledBackend::open(dir.path()).unwrap();
         assert_eq!(b.get(Bucket::Key, b"b").unwrap(), Some(b"2".to_vec()));
         assert_eq!(b.get(Bucket::Meta, b"a").unwrap(), Some(b"meta".to_vec()));
+    }
+
+    #[test]
+    fn sled_defragment_keeps_the_contents_and_shrinks_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let b = SledBackend::open(&path).unwrap();
+        let value = vec![7u8; 4096];
+        for round in 0..4u32 {
+            let mut batch = WriteBatch::new();
+            for i in 0..500u32 {
+                batch.put(Bucket::Key, [round.to_be_bytes(), i.to_be_bytes()].concat(), value.clone());
+            }
+            b.write(batch).unwrap();
+            b.flush().unwrap();
+        }
+        let mut batch = WriteBatch::new();
+        for round in 0..4u32 {
+            for i in 0..500u32 {
+                if !(round == 0 && i < 10) {
+                    batch.delete(Bucket::Key, [round.to_be_bytes(), i.to_be_bytes()].concat());
+                }
+            }
+        }
+        batch.put(Bucket::Meta, b"m".to_vec(), b"v".to_vec());
+        b.write(batch).unwrap();
+        b.flush().unwrap();
+        let before = b.size_on_disk().unwrap();
+        b.defragment().unwrap();
+        let after = b.size_on_disk().unwrap();
+        assert!(after < before, "defragmenting did not shrink the files: {before} -> {after}");
+        assert_eq!(collect(&b, Bucket::Key, Bound::Unbounded, Bound::Unbounded).len(), 10);
+        assert_eq!(b.get(Bucket::Meta, b"m").unwrap(), Some(b"v".to_vec()));
+        // Still writable, and what it holds survives a reopen.
+        let mut batch = WriteBatch::new();
+        batch.put(Bucket::Key, b"after".to_vec(), b"1".to_vec());
+        b.write(batch).unwrap();
+        b.flush().unwrap();
+        drop(b);
+        assert!(!dir.path().join("db.old").exists() && !dir.path().join("db.defrag").exists());
+        let b = SledBackend::open(&path).unwrap();
+        assert_eq!(collect(&b, Bucket::Key, Bound::Unbounded, Bound::Unbounded).len(), 11);
+    }
+
+    #[test]
+    fn sled_open_repairs_an_interrupted_defragmentation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let write_one = |p: &Path, key: &[u8]| {
+            let b = SledBackend::open(p).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put(Bucket::Key, key.to_vec(), b"v".to_vec());
+            b.write(batch).unwrap();
+            b.flush().unwrap();
+        };
+        // A copy beside an intact db was not finished: dropped.
+        write_one(&path, b"live");
+        write_one(&dir.path().join("db.defrag"), b"partial");
+        let b = SledBackend::open(&path).unwrap();
+        assert_eq!(b.get(Bucket::Key, b"partial").unwrap(), None);
+        assert!(!dir.path().join("db.defrag").exists());
+        drop(b);
+        // The db moved away, the copy complete: the copy becomes the db.
+        std::fs::rename(&path, dir.path().join("db.old")).unwrap();
+        write_one(&dir.path().join("db.defrag"), b"copied");
+        let b = SledBackend::open(&path).unwrap();
+        assert_eq!(b.get(Bucket::Key, b"copied").unwrap(), Some(b"v".to_vec()));
+        assert!(!dir.path().join("db.old").exists());
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub const NEVER_COMPACTED: i64 = -1;
 
 const FORMAT_VERSION: u8 = 1;
 const META_FORMAT: &[u8] = b"format";
-const META_CONSISTENT_INDEX: &[u8] = b"consistent_index";
+/// The consistent index key in `Bucket::Meta` (member-local: `storage::hash` skips it).
+pub(crate) const META_CONSISTENT_INDEX: &[u8] = b"consistent_index";
 const META_CURRENT_REV: &[u8] = b"current_rev";
 const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_rev";
 const META_FINISHED_COMPACT: &[u8] = b"finished_compact_rev";

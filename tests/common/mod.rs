@@ -216,6 +216,11 @@ impl Cluster {
         Cluster { members, _tmp: tmp }
     }
 
+    /// A cluster of members the caller started (from data dirs it prepared).
+    pub fn from_members(members: Vec<Server>) -> Cluster {
+        Cluster { members, _tmp: tempfile::tempdir().expect("temp dir") }
+    }
+
     /// The index of the member every live member names as leader, if they agree.
     pub fn leader(&self) -> Option<usize> {
         let mut leader_id = None;
