@@ -11,5 +11,6 @@ pub mod net;
 pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod recipes;
 pub mod service;
 pub mod storage;

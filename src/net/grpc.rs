@@ -1,7 +1,8 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
 //! `KV`, `Cluster`, `Watch`, `Lease` and `Maintenance.Status`/`MoveLeader`/`HashKV`/
-//! `Snapshot` are served;
+//! `Snapshot` are served, and etcd's recipe services `v3lockpb.Lock` and
+//! `v3electionpb.Election` (`net::grpc_recipes`);
 //! every other RPC of etcd's services is registered and answers `Unimplemented`
 //! with a "stead: ... is not implemented yet" text, never a fake success.
 //!
@@ -46,8 +47,10 @@ pub fn routes(service: ClientService) -> Routes {
         .add_service(limited!(MaintenanceServer::new(MaintenanceApi { service: service.clone() })))
         .add_service(limited!(WatchServer::new(WatchApi { service: service.clone() })))
         .add_service(limited!(ClusterServer::new(ClusterApi { service: service.clone() })))
-        .add_service(limited!(LeaseServer::new(LeaseApi { service })))
+        .add_service(limited!(LeaseServer::new(LeaseApi { service: service.clone() })))
         .add_service(limited!(AuthServer::new(NotServed)))
+        .add_service(limited!(crate::net::grpc_recipes::lock_server(service.clone())))
+        .add_service(limited!(crate::net::grpc_recipes::election_server(service)))
 }
 
 /// A service's answer as gRPC: the response, or etcd's code and text.

@@ -1,8 +1,10 @@
 //! Everything that knows a wire format: the JSON gateway, and etcd's error codes
 //! and texts.
 pub mod gateway;
+pub mod gateway_recipes;
 pub mod gateway_watch;
 pub mod grpc;
+pub mod grpc_recipes;
 pub mod listener;
 pub mod peer;
 pub mod status;
