@@ -120,6 +120,10 @@ pub enum Command {
     Lease(LeaseArgs),
     /// Membership related commands
     Member(MemberArgs),
+    /// Acquires a named lock
+    Lock(LockArgs),
+    /// Observes and participates in leader election
+    Elect(ElectArgs),
     /// Prints the version of steadctl
     Version(VersionArgs),
     /// etcdctl commands steadctl does not implement yet.
@@ -243,6 +247,24 @@ pub struct WatchArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub progress_notify: bool,
     /// [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LockArgs {
+    /// timeout for session
+    #[arg(long, default_value = "10", value_parser = go_int64)]
+    pub ttl: i64,
+    /// <lockname> [exec-command arg1 arg2 ...]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ElectArgs {
+    /// observation mode
+    #[arg(short = 'l', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub listen: bool,
+    /// <election-name> [proposal]
     pub args: Vec<String>,
 }
 

@@ -14,7 +14,7 @@ use clap::{CommandFactory, Parser};
 use super::args::{self, Cli, Command, EndpointCommand, GlobalArgs, LeaseCommand, MemberCommand, ParseFailure};
 use super::gateway::{Endpoint, Gateway, Idempotence, LogTarget, RpcError, CODE_PERMISSION_DENIED};
 use super::printer::{EpHealth, EpStatus, Format, Printer};
-use super::{cluster, gofmt, lease, ops, txn, watch, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
+use super::{cluster, gofmt, lease, ops, recipes, txn, watch, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
     StatusRequest, StatusResponse, TxnResponse,
@@ -27,7 +27,7 @@ const ETCDCTL_COMMANDS: &[&str] = &[
     "role", "check", "help",
 ];
 const STEADCTL_COMMANDS: &[&str] =
-    &["get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "watch", "lease", "member", "version"];
+    &["get", "put", "del", "txn", "compaction", "endpoint", "move-leader", "watch", "lease", "member", "lock", "elect", "version"];
 /// etcdctl's `member` subcommands in registration order (cobra prefix-matches them too).
 const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 /// etcdctl's `lease` subcommands in registration order.
@@ -115,6 +115,8 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
                 Ok(())
             }
         },
+        Some(Command::Lock(a)) => recipes::lock(&g, a),
+        Some(Command::Elect(a)) => recipes::elect(&g, a),
         Some(Command::Version(_)) => {
             print_out(format!("steadctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION")).as_bytes());
             Ok(())

@@ -4,7 +4,7 @@
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
 //! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
-//! `move-leader`, `watch`, `lease`, `version`); the one deliberate difference is the
+//! `move-leader`, `watch`, `lease`, `lock`, `elect`, `version`); the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!
@@ -17,7 +17,8 @@
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
 //! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
 //! - [`watch`]: `watch` over the gateway's watch stream;
-//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`.
+//! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`;
+//! - [`recipes`]: `lock` and `elect`, on the server's lock and election services.
 
 pub mod args;
 pub mod cluster;
@@ -27,6 +28,7 @@ pub mod gofmt;
 pub mod lease;
 pub mod ops;
 pub mod printer;
+pub mod recipes;
 pub mod table;
 pub mod txn;
 pub mod watch;
