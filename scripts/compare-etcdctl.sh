@@ -222,6 +222,10 @@ cases() {
     c full elect-no-proposal -- elect $P/el
     c full elect-listen-and-proposal -- elect -l $P/el p
     c full elect-too-many -- elect $P/el p q
+    c full watch-interactive-eof -- watch -i
+    c full watch-interactive-bad-flag --stdin $'watch --rev=x k\n' -- watch -i
+    c full watch-interactive-skips --stdin $'bogus\n\nwatch\nwatch a b --prefix\n' -- watch -i
+    c full watch-exec-no-command -- watch $P/a --
 
     # an unreachable endpoint (127.0.0.1:1): fail-over, then the deadline path
     c full failover-get -- get $P/a --endpoints=127.0.0.1:1

@@ -16,7 +16,8 @@
 //! - [`printer`], [`table`], [`gofmt`]: etcdctl's output formats, Go's text rules;
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
 //! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
-//! - [`watch`]: `watch` over the gateway's watch stream;
+//! - [`watch`]: `watch` over the gateway's watch stream (and its exec form);
+//! - [`watch_interactive`]: `watch -i`, watch lines read from stdin;
 //! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`;
 //! - [`recipes`]: `lock` and `elect`, on the server's lock and election services.
 
@@ -32,6 +33,7 @@ pub mod recipes;
 pub mod table;
 pub mod txn;
 pub mod watch;
+pub mod watch_interactive;
 
 use std::ffi::OsString;
 use std::io::Write;

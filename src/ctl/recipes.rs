@@ -336,37 +336,9 @@ fn run_command(argv: &[String], env: &[(&str, String)]) -> Result<(), CtlError> 
     for (k, v) in env {
         command.env(k, v);
     }
-    let status = command.status().map_err(|e| {
-        let text = if e.kind() == std::io::ErrorKind::NotFound {
-            format!("exec: {}: executable file not found in $PATH", super::gofmt::quote(argv[0].as_bytes()))
-        } else {
-            format!("fork/exec {}: {e}", argv[0])
-        };
-        CtlError::new(EXIT_ERROR, text)
-    })?;
+    let status = command.status().map_err(|e| CtlError::new(EXIT_ERROR, super::watch::go_start_error(&argv[0], &e)))?;
     if status.success() {
         return Ok(());
     }
-    use std::os::unix::process::ExitStatusExt;
-    let text = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(sig)) => format!("signal: {}", signal_name(sig)),
-        _ => "exit status 1".to_string(),
-    };
-    Err(CtlError::new(EXIT_ERROR, text))
-}
-
-/// Go's names for the signals a command most often dies of.
-fn signal_name(sig: i32) -> String {
-    match sig {
-        1 => "hangup".into(),
-        2 => "interrupt".into(),
-        3 => "quit".into(),
-        6 => "aborted".into(),
-        9 => "killed".into(),
-        11 => "segmentation fault".into(),
-        13 => "broken pipe".into(),
-        15 => "terminated".into(),
-        n => format!("signal {n}"),
-    }
+    Err(CtlError::new(EXIT_ERROR, super::watch::go_exit_text(status)))
 }
