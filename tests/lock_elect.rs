@@ -8,11 +8,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{b64, post, Cluster, Server};
+use common::{b64, post, Cluster, Server, Spawned};
 use serde_json::{json, Value};
 use stead::proto::v3electionpb as epb;
 use stead::proto::v3electionpb::election_client::ElectionClient;
@@ -244,45 +244,31 @@ fn grpc_lock_and_election() {
     });
 }
 
-/// A running steadctl: its stdout lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// A running steadctl.
+struct Running(Spawned);
 
 impl Running {
     fn start(endpoint: &str, args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steadctl"))
-            .arg(format!("--endpoints={endpoint}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start steadctl");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running { child, lines }
+        Running(Spawned::start(
+            Command::new(env!("CARGO_BIN_EXE_steadctl"))
+                .arg(format!("--endpoints={endpoint}"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit()),
+        ))
     }
 
     fn line(&self) -> String {
-        self.lines.recv_timeout(WAIT).expect("a line of output")
+        self.0.lines.recv_timeout(WAIT).expect("a line of output")
     }
 
     fn quiet(&self) -> bool {
-        self.lines.recv_timeout(QUIET).is_err()
+        self.0.lines.recv_timeout(QUIET).is_err()
     }
 
     /// SIGINT (as Ctrl-C), then the exit code.
     fn interrupt(mut self) -> i32 {
-        let pid = self.child.id().to_string();
+        let pid = self.0.child.id().to_string();
         Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
         self.wait()
     }
@@ -290,19 +276,12 @@ impl Running {
     fn wait(&mut self) -> i32 {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
+            if let Some(status) = self.0.child.try_wait().expect("wait") {
                 return status.code().unwrap_or(-1);
             }
             assert!(Instant::now() < deadline, "steadctl did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

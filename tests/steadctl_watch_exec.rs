@@ -4,53 +4,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{b64, Server};
+use common::{b64, Server, Spawned};
 use serde_json::json;
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Steadctl {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Steadctl {
-    fn start(s: &Server, args: &[&str]) -> Steadctl {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steadctl"))
+fn steadctl(s: &Server, args: &[&str]) -> Spawned {
+    Spawned::start(
+        Command::new(env!("CARGO_BIN_EXE_steadctl"))
             .arg(format!("--endpoints={}", s.host_port()))
             .args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start steadctl");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Steadctl { child, lines }
-    }
-
-    fn lines(&self, n: usize) -> Vec<String> {
-        (0..n).map(|_| self.lines.recv_timeout(LINE_TIMEOUT).expect("a line of output")).collect()
-    }
-}
-
-impl Drop for Steadctl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stderr(Stdio::null()),
+    )
 }
 
 fn put(s: &Server, k: &str, v: &str) -> i64 {
@@ -66,14 +36,14 @@ fn exec_form_runs_the_command_per_event_with_etcdctls_environment() {
     let script = r#"echo "$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION""#;
     // From the revision of a first write: the watch is in place once it shows.
     let first = put(&s, "ex", "first").to_string();
-    let w = Steadctl::start(&s, &["watch", "--rev", &first, "ex", "--", "sh", "-c", script]);
+    let w = steadctl(&s, &["watch", "--rev", &first, "ex", "--", "sh", "-c", script]);
     // PUT, key, value, then the command's line.
-    assert_eq!(w.lines(4), ["PUT", "ex", "first", &format!("\"PUT\" \"ex\" \"first\" {first}")]);
+    assert_eq!(w.lines(4, LINE_TIMEOUT), ["PUT", "ex", "first", &format!("\"PUT\" \"ex\" \"first\" {first}")]);
     let rev = put(&s, "ex", "say \"hi\"");
-    assert_eq!(w.lines(4), ["PUT", "ex", "say \"hi\"", &format!("\"PUT\" \"ex\" \"say \\\"hi\\\"\" {rev}")]);
+    assert_eq!(w.lines(4, LINE_TIMEOUT), ["PUT", "ex", "say \"hi\"", &format!("\"PUT\" \"ex\" \"say \\\"hi\\\"\" {rev}")]);
     let (_, del) = s.post("/v3/kv/deleterange", &json!({"key": b64("ex")}).to_string());
     let rev = del["header"]["revision"].as_str().unwrap_or_default().to_string();
-    assert_eq!(w.lines(4), ["DELETE", "ex", "", &format!("\"DELETE\" \"ex\" \"\" {rev}")]);
+    assert_eq!(w.lines(4, LINE_TIMEOUT), ["DELETE", "ex", "", &format!("\"DELETE\" \"ex\" \"\" {rev}")]);
 }
 
 #[test]
@@ -81,18 +51,18 @@ fn interactive_lines_each_start_a_watch() {
     let s = Server::start(&[]);
     let first = put(&s, "ia", "0");
     put(&s, "ib/0", "0");
-    let mut w = Steadctl::start(&s, &["watch", "-i"]);
+    let mut w = steadctl(&s, &["watch", "-i"]);
     let mut stdin = w.child.stdin.take().expect("stdin");
     writeln!(stdin, "watch --rev={first} ia").expect("line");
     stdin.flush().expect("flush");
-    assert_eq!(w.lines(3), ["PUT", "ia", "0"]);
+    assert_eq!(w.lines(3, LINE_TIMEOUT), ["PUT", "ia", "0"]);
     writeln!(stdin, "watch --prefix --rev={first} ib -- echo ran").expect("line");
     stdin.flush().expect("flush");
-    assert_eq!(w.lines(4), ["PUT", "ib/0", "0", "ran"]);
+    assert_eq!(w.lines(4, LINE_TIMEOUT), ["PUT", "ib/0", "0", "ran"]);
     put(&s, "ib/x", "1");
-    assert_eq!(w.lines(4), ["PUT", "ib/x", "1", "ran"]);
+    assert_eq!(w.lines(4, LINE_TIMEOUT), ["PUT", "ib/x", "1", "ran"]);
     put(&s, "ia", "2");
-    assert_eq!(w.lines(3), ["PUT", "ia", "2"]);
+    assert_eq!(w.lines(3, LINE_TIMEOUT), ["PUT", "ia", "2"]);
     // The end of stdin ends the run as etcdctl's: exit 3.
     drop(stdin);
     let status = w.child.wait().expect("exit");

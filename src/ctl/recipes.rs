@@ -21,8 +21,7 @@
 //! uses).
 
 use std::io::{BufRead, BufReader};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -270,22 +269,19 @@ impl Session {
 /// Sends `Signal` on the first SIGINT or SIGTERM (and keeps the process from
 /// dying of it, so the command can release what it holds).
 fn watch_signals<T: Send + 'static>(events: mpsc::Sender<Event<T>>) {
-    let ready = Arc::new(AtomicBool::new(false));
-    let installed = ready.clone();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (installed_tx, installed) = mpsc::channel::<bool>();
     std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
-            let _ = done_tx.send(());
+            let _ = installed_tx.send(false);
             return;
         };
         runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                let _ = done_tx.send(());
+                let _ = installed_tx.send(false);
                 return;
             };
-            installed.store(true, Ordering::SeqCst);
-            let _ = done_tx.send(());
+            let _ = installed_tx.send(true);
             loop {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -298,9 +294,8 @@ fn watch_signals<T: Send + 'static>(events: mpsc::Sender<Event<T>>) {
         });
     });
     // The handlers are in place before anything is acquired.
-    let _ = done_rx.recv();
-    if !ready.load(Ordering::SeqCst) {
-        tracing::warn!("steadctl: could not install signal handlers");
+    if !installed.recv().unwrap_or(false) {
+        eprintln!("steadctl: could not install SIGINT/SIGTERM handlers; a signal will not release what it holds");
     }
 }
 

@@ -15,7 +15,7 @@ use crate::proto::v3electionpb as epb;
 use crate::service::ClientService;
 
 use super::through_recipe;
-use super::wait::{
+use super::waiters::{
     created_at, first_created, header_of, op_delete, op_get, op_put, range_answer, session_lease, wait_deletes,
     waiter_key, waiters_prefix, KeyCleanup, Watcher,
 };

@@ -7,7 +7,7 @@ use crate::proto::v3lockpb;
 use crate::service::ClientService;
 
 use super::through_recipe;
-use super::wait::{
+use super::waiters::{
     created_at, header_of, op_first_created, op_get, op_put, range_answer, session_lease, wait_deletes, waiter_key,
     waiters_prefix, KeyCleanup,
 };

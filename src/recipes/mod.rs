@@ -16,7 +16,7 @@
 
 pub mod election;
 pub mod lock;
-mod wait;
+mod waiters;
 
 use crate::error::RequestError;
 
