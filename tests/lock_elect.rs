@@ -339,3 +339,25 @@ fn steadctl_elect_second_campaigner_leads_after_the_first_resigns() {
     assert_eq!(second.interrupt(), 0);
     assert_eq!(observer.interrupt(), 0, "the observer exits 0 on SIGINT");
 }
+
+/// etcdctl's lock (clientv3's Mutex over KV, Watch and Lease gRPC) and
+/// steadctl's (the server's Lock service) use the same keys, so each excludes
+/// the other on a stead member.
+#[test]
+fn etcdctl_and_steadctl_locks_exclude_each_other() {
+    let s = Server::start(&[]);
+    let etcdctl = Running(Spawned::start(
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", s.host_port()))
+            .args(["lock", "shared"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit()),
+    ));
+    let key = etcdctl.line();
+    assert!(key.starts_with("shared/"), "{key}");
+    let steadctl = Running::start(&s.host_port(), &["lock", "shared", "--", "echo", "steadctl holds it"]);
+    assert!(steadctl.quiet(), "steadctl got the lock etcdctl holds");
+    assert_eq!(etcdctl.interrupt(), 0);
+    assert_eq!(steadctl.line(), "steadctl holds it");
+}
