@@ -226,26 +226,24 @@ fn a_lease_kept_alive_survives_the_death_of_its_leader() {
     let body = json!({"key": b64("session"), "value": b64("alive"), "lease": id.to_string()}).to_string();
     try_post(&endpoints[follower], "/v3/kv/put", &body).expect("put");
 
-    // The keep-alive client, as clientv3's: a keep-alive every 500 ms to one of
-    // the followers in turn, each sent without waiting for the previous answer
-    // (one sent to a follower as its leader dies waits for the request timeout).
+    // The keep-alive client: every 500 ms, to one of the followers in turn,
+    // each waiting for its answer (as steadctl's session does). One sent to a
+    // follower as its leader dies is retried there against the new leader.
     let stop = Arc::new(AtomicBool::new(false));
-    let (answers_tx, answers) = mpsc::channel::<i64>();
     let keeper = {
         let (endpoints, stop) = (endpoints.clone(), stop.clone());
         std::thread::spawn(move || {
+            let mut ttls = Vec::new();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                let ep = endpoints[(leader + 1 + i % 2) % 3].clone();
-                let answers = answers_tx.clone();
-                std::thread::spawn(move || {
-                    if let Some(resp) = try_post(&ep, "/v3/lease/keepalive", &format!(r#"{{"ID":"{id}"}}"#)) {
-                        let _ = answers.send(num(&resp["result"]["TTL"]));
-                    }
-                });
+                let ep = &endpoints[(leader + 1 + i % 2) % 3];
+                if let Some(resp) = try_post(ep, "/v3/lease/keepalive", &format!(r#"{{"ID":"{id}"}}"#)) {
+                    ttls.push(num(&resp["result"]["TTL"]));
+                }
                 i += 1;
                 std::thread::sleep(Duration::from_millis(500));
             }
+            ttls
         })
     };
     std::thread::sleep(Duration::from_secs(1));
@@ -265,8 +263,7 @@ fn a_lease_kept_alive_survives_the_death_of_its_leader() {
         assert_eq!(got["kvs"][0]["value"], json!(b64("alive")), "member {i} lost the key: {got}");
     }
     stop.store(true, Ordering::Relaxed);
-    keeper.join().expect("keeper");
-    let ttls: Vec<i64> = answers.try_iter().collect();
+    let ttls = keeper.join().expect("keeper");
     assert!(ttls.len() > 10, "too few keep-alives answered: {ttls:?}");
     assert!(ttls.iter().all(|ttl| *ttl == 4), "a keep-alive found the lease gone: {ttls:?}");
 }
