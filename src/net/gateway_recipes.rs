@@ -1,7 +1,8 @@
 //! etcd's recipe services on the JSON gateway, at etcd's paths:
 //! `/v3/lock/{lock,unlock}` and `/v3/election/{campaign,proclaim,leader,
 //! observe,resign}`. Observe streams `{"result": LeaderResponse}` lines, as
-//! etcd's gateway streams a server stream. Decoding and encoding only.
+//! etcd's gateway streams a server stream. Decoding and encoding only: the
+//! recipes live in `crate::recipes`; this module must never hold state of its own.
 
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;

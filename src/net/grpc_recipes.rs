@@ -1,6 +1,7 @@
 //! etcd's recipe services over gRPC (tonic), under etcd's names:
 //! `v3lockpb.Lock` and `v3electionpb.Election`. Decoding and encoding only: the
-//! recipes live in `crate::recipes`.
+//! recipes live in `crate::recipes`; this module must never hold state of its
+//! own. Errors carry etcd's code (Unknown) and text through `net::status`.
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
