@@ -6,7 +6,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(["rpc.proto", "internal.proto"], ["proto"])?;
+    let descriptors = protox::compile(["rpc.proto", "internal.proto", "v3lock.proto", "v3election.proto"], ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("stead_descriptor.bin");
     std::fs::write(&descriptor_path, descriptors.encode_to_vec())?;
@@ -26,6 +26,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         // etcd's gateway ignores fields it does not know; so do we.
         .ignore_unknown_fields()
-        .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".steadpb"])?;
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".steadpb", ".v3lockpb", ".v3electionpb"])?;
     Ok(())
 }

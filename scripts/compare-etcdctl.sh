@@ -224,6 +224,23 @@ cases() {
     # stderr carries zap log lines (timestamps, callers): compare exit codes
     c rc snapshot-save -- snapshot save "$WORK/saved.db"
     c full snapshot-restore-exists --no-ep -- snapshot restore "$WORK/saved.db" --data-dir "$WORK"
+    # lock / elect: the forms that end on their own (held locks and elected
+    # campaigns wait for a signal; tests/lock_elect.rs covers those)
+    c full lock-noargs -- lock
+    c full lock-exec -- lock $P/lk -- sh -c 'echo "key=${ETCD_LOCK_KEY%/*} rev=$((ETCD_LOCK_REV - '"$B"'))"'
+    c full lock-exec-fails -- lock $P/lk -- sh -c 'exit 3'
+    c full lock-exec-missing -- lock $P/lk -- nosuchcommand-stead
+    c full lock-exec-env-ttl -- lock --ttl 5 $P/lk -- sh -c 'test -n "$ETCD_LOCK_KEY" && echo held'
+    c full lock-released -- get --prefix $P/lk
+    c err lock-bad-ttl -- lock --ttl=abc $P/lk
+    c full elect-noargs -- elect
+    c full elect-no-proposal -- elect $P/el
+    c full elect-listen-and-proposal -- elect -l $P/el p
+    c full elect-too-many -- elect $P/el p q
+    c full watch-interactive-eof -- watch -i
+    c full watch-interactive-bad-flag --stdin $'watch --rev=x k\n' -- watch -i
+    c full watch-interactive-skips --stdin $'bogus\n\nwatch\nwatch a b --prefix\n' -- watch -i
+    c full watch-exec-no-command -- watch $P/a --
 
     # an unreachable endpoint (127.0.0.1:1): fail-over, then the deadline path
     c full failover-get -- get $P/a --endpoints=127.0.0.1:1

@@ -101,6 +101,24 @@ pub enum RequestError {
     /// A CORRUPT alarm is active.
     #[error("corrupt cluster")]
     Corrupt,
+    /// etcd's election recipe: the caller's key is no longer the leader key.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// etcd's election recipe: no key under the election's prefix.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim or Resign without the `leader` field.
+    #[error("leader field must be provided")]
+    LeaderKeyMissing,
+    /// A lock or campaign waiter's own key went away (its lease expired or was
+    /// revoked, or someone deleted it) while it waited for its turn.
+    #[error("key {0} was deleted while waiting for its turn")]
+    WaiterKeyDeleted(String),
+    /// An error from a request the server made on a client's behalf (the lock
+    /// and election recipes): etcd serves those through its own client, so its
+    /// answer keeps the text but not the code.
+    #[error("{0}")]
+    ThroughRecipe(Box<RequestError>),
     /// The request body could not be decoded (gateway JSON, gRPC bytes).
     #[error("{0}")]
     Malformed(String),

@@ -13,5 +13,6 @@ pub mod node;
 pub mod proto;
 pub mod quota;
 pub mod raft;
+pub mod recipes;
 pub mod service;
 pub mod storage;

@@ -440,7 +440,9 @@ impl ActorMetrics {
 }
 
 /// Starts an actor's mailbox probe: every `MAILBOX_PROBE_INTERVAL` it sends
-/// itself a `MailboxProbe` (see [`ActorMetrics::probed`]).
+/// itself a `MailboxProbe` (see [`ActorMetrics::probed`]). The timer keeps the
+/// actor alive when its last address goes: only for actors that live as long
+/// as the member (peer links are probed by the Raft actor that owns them).
 pub fn start_mailbox_probe<A>(ctx: &mut actix::Context<A>, instruments: fn(&A) -> &ActorMetrics)
 where
     A: actix::Actor<Context = actix::Context<A>> + actix::Handler<MailboxProbe>,

@@ -19,3 +19,11 @@ pub mod steadpb {
     include!(concat!(env!("OUT_DIR"), "/steadpb.rs"));
     include!(concat!(env!("OUT_DIR"), "/steadpb.serde.rs"));
 }
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+}
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+}

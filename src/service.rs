@@ -201,18 +201,40 @@ impl ClientService {
         let renewed = self.lease_actor()?.send(lease::KeepAlive(id)).await.map_err(|_| RequestError::Stopped)?;
         let ttl = match renewed {
             Ok(ttl) => ttl,
-            Err(RequestError::NotLeader) => {
-                match self.propose(Internal::LeaseRenew(pb::LeaseKeepAliveRequest { id })).await {
-                    Ok(Response::LeaseRenew(resp)) => resp.ttl,
-                    Ok(other) => return Err(unexpected(other)),
-                    Err(RequestError::LeaseNotFound) => 0,
-                    Err(e) => return Err(e),
-                }
-            }
+            Err(RequestError::NotLeader) => self.renew_through_log(id).await?,
             Err(RequestError::LeaseNotFound) => 0,
             Err(e) => return Err(e),
         };
         Ok(pb::LeaseKeepAliveResponse { header: Some(header), id, ttl })
+    }
+
+    /// A follower's keep-alive, renewed through the log. A renewal forwarded to
+    /// a leader that dies before it commits is lost without an answer, so each
+    /// try waits `RENEW_TRY` and then proposes again (a renewal applied twice
+    /// renews twice, no harm), until the request timeout: as etcd's follower
+    /// retries a renewal against the new leader. The TTL; 0 for a lease that is
+    /// gone.
+    async fn renew_through_log(&self, id: i64) -> Result<i64, RequestError> {
+        /// A renewal commits in milliseconds; past this, the leader it went to is
+        /// taken for dead.
+        const RENEW_TRY: Duration = Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        loop {
+            let try_deadline = deadline.min(tokio::time::Instant::now() + RENEW_TRY);
+            let renew = Internal::LeaseRenew(pb::LeaseKeepAliveRequest { id });
+            match self.propose_until(renew, AuthInfo::default(), try_deadline).await {
+                Ok(Response::LeaseRenew(resp)) => return Ok(resp.ttl),
+                Ok(other) => return Err(unexpected(other)),
+                Err(RequestError::LeaseNotFound) => return Ok(0),
+                Err(RequestError::Timeout | RequestError::NoLeader) if tokio::time::Instant::now() < deadline => {}
+                Err(e) => {
+                    if counts_as_failed_proposal(&e) {
+                        self.metrics.proposals_failed.inc();
+                    }
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// etcd's LeaseTimeToLive, answered by the leader (a follower asks the
@@ -593,20 +615,21 @@ impl ClientService {
     async fn propose_as(&self, request: Internal, who: AuthInfo) -> Result<Response, RequestError> {
         let started = std::time::Instant::now();
         let kind = request_kind(&request);
-        let result = self.propose_uncounted(request, who).await;
+        let result = self.propose_until(request, who, tokio::time::Instant::now() + self.limits.request_timeout).await;
         log_if_slow(kind, started);
-        // etcd's proposals_failed_total: refused by Raft, no leader, or not
-        // applied in time (a request the state machine refused was applied).
-        if let Err(RequestError::Timeout | RequestError::Stopped | RequestError::NoLeader | RequestError::TooManyRequests) =
-            &result
-        {
+        if result.as_ref().is_err_and(counts_as_failed_proposal) {
             self.metrics.proposals_failed.inc();
         }
         result
     }
 
-    async fn propose_uncounted(&self, request: Internal, who: AuthInfo) -> Result<Response, RequestError> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+    /// Proposes a write as `who` and waits for it to be applied until `deadline`.
+    async fn propose_until(
+        &self,
+        request: Internal,
+        who: AuthInfo,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response, RequestError> {
         let applied = loop {
             let (responder, applied) = oneshot::channel();
             let proposing = self.raft.send(Propose { request: request.clone(), auth: who.clone(), responder });
@@ -697,6 +720,12 @@ fn snapshot_chunks(header: pb::ResponseHeader, data: &[u8]) -> Vec<pb::SnapshotR
             }
         })
         .collect()
+}
+
+/// etcd's proposals_failed_total: refused by Raft, no leader, or not applied in
+/// time (a request the state machine refused was applied).
+fn counts_as_failed_proposal(e: &RequestError) -> bool {
+    matches!(e, RequestError::Timeout | RequestError::Stopped | RequestError::NoLeader | RequestError::TooManyRequests)
 }
 
 /// An actor's answer on `rx`, waited for until `deadline`.

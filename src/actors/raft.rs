@@ -20,7 +20,7 @@ use crate::actors::store::{
 };
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
-use crate::metrics::{ActorMetrics, Metrics};
+use crate::metrics::{ActorMetrics, MailboxProbe, Metrics};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest, RequestHeader};
 use crate::net::peer::{
     InboundMessages, InboundSnapshot, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages,
@@ -128,7 +128,7 @@ pub struct RaftActor {
     store: Addr<StoreActor>,
     cluster_token: String,
     /// One outbound link per other member, with the peer URLs it dials.
-    peers: HashMap<NodeId, (Vec<String>, Addr<PeerActor>)>,
+    peers: HashMap<NodeId, (Vec<String>, Addr<PeerActor>, ActorMetrics)>,
     peer_arbiter: ArbiterHandle,
     /// Taken when the actor starts: the inbound side of the transport.
     peer_socket: Option<std::net::TcpListener>,
@@ -174,7 +174,7 @@ impl Handler<SendSnapshotTo> for RaftActor {
         let dump = self.store.send(DumpSnapshot);
         ctx.spawn(async move { dump.await }.into_actor(self).map(move |result, act, ctx| {
             match (result, act.peers.get(&to)) {
-                (Ok(Ok((data, applied))), Some((_, link))) => {
+                (Ok(Ok((data, applied))), Some((_, link, _))) => {
                     tracing::info!("sending a snapshot to {to:x}: {} bytes, applied index {applied}", data.len());
                     link.do_send(SendSnapshot { message, data });
                 }
@@ -306,7 +306,7 @@ impl RaftActor {
         }
         for (to, batch) in by_peer {
             match self.peers.get(&to) {
-                Some((_, link)) => link.do_send(SendMessages(batch)),
+                Some((_, link, _)) => link.do_send(SendMessages(batch)),
                 None => tracing::warn!("no link to member {to:x}; dropping {} raft messages", batch.len()),
             }
         }
@@ -318,7 +318,7 @@ impl RaftActor {
         let wanted: HashMap<NodeId, &pb::Member> =
             members.iter().filter(|m| m.id != self.member_id).map(|m| (m.id, m)).collect();
         // Dropping a link's last address stops it (and closes its connection).
-        self.peers.retain(|id, (urls, _)| wanted.get(id).is_some_and(|m| &m.peer_ur_ls == urls));
+        self.peers.retain(|id, (urls, _, _)| wanted.get(id).is_some_and(|m| &m.peer_ur_ls == urls));
         for (id, m) in wanted {
             if self.peers.contains_key(&id) {
                 continue;
@@ -334,11 +334,12 @@ impl RaftActor {
             let unreachable = ctx.address().recipient();
             match PeerActor::new(config, unreachable, ctx.address().recipient()) {
                 Ok(actor) => {
+                    let instruments = self.metrics.actor(format!("peer-{id:x}"));
                     let actor = actor
                         .with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[format!("{id:x}").as_str()]))
-                        .with_instruments(self.metrics.actor(format!("peer-{id:x}")));
+                        .with_instruments(instruments.clone());
                     let link = PeerActor::start_in_arbiter(&self.peer_arbiter, move |_| actor);
-                    self.peers.insert(id, (m.peer_ur_ls.clone(), link));
+                    self.peers.insert(id, (m.peer_ur_ls.clone(), link, instruments));
                 }
                 Err(e) => tracing::error!("cannot link to member {id:x} at {:?}: {e}", m.peer_ur_ls),
             }
@@ -442,7 +443,17 @@ impl Actor for RaftActor {
     }
 }
 
-crate::mailbox_probe_handler!(RaftActor, instruments);
+/// The Raft actor's own probe, and its peer links' (a link must stop when its
+/// last address goes, so it runs no timer of its own to probe itself).
+impl Handler<MailboxProbe> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, probe: MailboxProbe, _: &mut Context<Self>) {
+        self.instruments.probed(probe);
+        for (_, link, instruments) in self.peers.values() {
+            link.do_send(instruments.probe());
+        }
+    }
+}
 
 impl Handler<Propose> for RaftActor {
     type Result = Result<(), RequestError>;

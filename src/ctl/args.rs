@@ -126,6 +126,10 @@ pub enum Command {
     User(UserArgs),
     /// Role related commands
     Role(RoleArgs),
+    /// Acquires a named lock
+    Lock(LockArgs),
+    /// Observes and participates in leader election
+    Elect(ElectArgs),
     /// Prints the version of steadctl
     Version(VersionArgs),
     /// Alarm related commands
@@ -287,6 +291,15 @@ pub struct DefragArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct LockArgs {
+    /// timeout for session
+    #[arg(long, default_value = "10", value_parser = go_int64)]
+    pub ttl: i64,
+    /// <lockname> [exec-command arg1 arg2 ...]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct SnapshotArgs {
     #[command(subcommand)]
     pub command: Option<SnapshotCommand>,
@@ -328,6 +341,15 @@ pub struct SnapshotRestoreArgs {
     /// Ignore snapshot integrity hash value (required if copied from data directory)
     #[arg(long = "skip-hash-check", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
     pub skip_hash_check: bool,
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ElectArgs {
+    /// observation mode
+    #[arg(short = 'l', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    pub listen: bool,
+    /// <election-name> [proposal]
     pub args: Vec<String>,
 }
 

@@ -17,7 +17,7 @@ use super::args::{
 };
 use super::gateway::{Endpoint, Gateway, Idempotence, LogTarget, RpcError, CODE_PERMISSION_DENIED};
 use super::printer::{EpHealth, EpStatus, Format, Printer};
-use super::{auth, cluster, gofmt, lease, ops, txn, watch, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
+use super::{auth, cluster, gofmt, lease, ops, recipes, txn, watch, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
 use crate::proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
     StatusRequest, StatusResponse, TxnResponse,
@@ -31,7 +31,7 @@ const ETCDCTL_COMMANDS: &[&str] = &[
 ];
 const STEADCTL_COMMANDS: &[&str] = &[
     "get", "put", "del", "txn", "compaction", "alarm", "defrag", "endpoint", "move-leader", "watch", "lease", "member",
-    "snapshot", "version", "auth", "user", "role",
+    "snapshot", "lock", "elect", "version", "auth", "user", "role",
 ];
 /// etcdctl's `user`, `role` and `auth` subcommands in registration order.
 const USER_COMMANDS: &[&str] = &["add", "delete", "get", "list", "passwd", "grant-role", "revoke-role"];
@@ -136,6 +136,8 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
                 Ok(())
             }
         },
+        Some(Command::Lock(a)) => recipes::lock(&g, a),
+        Some(Command::Elect(a)) => recipes::elect(&g, a),
         Some(Command::Version(_)) => {
             print_out(format!("steadctl version: {}\nAPI version: 3.4\n", env!("CARGO_PKG_VERSION")).as_bytes());
             Ok(())

@@ -276,7 +276,7 @@ struct Frame {
 }
 
 /// One keep-alive through the gateway's stream: the first answer.
-fn keep_alive_once(gw: &Gateway, id: i64, timeout: Option<Duration>) -> Result<LeaseKeepAliveResponse, RpcError> {
+pub(super) fn keep_alive_once(gw: &Gateway, id: i64, timeout: Option<Duration>) -> Result<LeaseKeepAliveResponse, RpcError> {
     let body = serde_json::to_string(&LeaseKeepAliveRequest { id }).unwrap_or_default();
     let mut last = RpcError::Status { code: super::gateway::CODE_UNAVAILABLE, desc: "no endpoint reachable".into() };
     for ep in gw.endpoints() {

@@ -4,8 +4,9 @@
 //! The goal is byte-identical stdout, stderr and exit codes to etcdctl for the
 //! commands it implements (`get`, `put`, `del`, `txn`, `compaction`,
 //! `endpoint health|status` (also `--cluster`), `member add|remove|update|list|promote`,
-//! `move-leader`, `watch`, `lease`, `alarm list|disarm`, `defrag`, `snapshot
-//! save|status|restore`, `version`); the one deliberate difference is the
+//! `move-leader`, `watch`, `lease`, `lock`, `elect`, `alarm list|disarm`,
+//! `defrag`, `snapshot save|status|restore`, `auth`, `user`, `role`, `version`);
+//! the one deliberate difference is the
 //! `version` output. Everything etcdctl has and steadctl lacks fails with a clear
 //! error instead of being ignored.
 //!
@@ -17,10 +18,13 @@
 //! - [`printer`], [`table`], [`gofmt`]: etcdctl's output formats, Go's text rules;
 //! - [`commands`]: each command's flow, in etcdctl's order of checks;
 //! - [`cluster`]: the membership commands, move-leader, `--cluster` endpoints;
-//! - [`watch`]: `watch` over the gateway's watch stream;
+//! - [`watch`]: `watch` over the gateway's watch stream (and its exec form);
+//! - [`watch_interactive`]: `watch -i`, watch lines read from stdin;
 //! - [`lease`]: `lease grant|revoke|timetolive|list|keep-alive`;
+//! - [`recipes`]: `lock` and `elect`, on the server's lock and election services;
 //! - [`maintenance`]: `alarm list|disarm`, `defrag`;
-//! - [`snapshot`]: `snapshot save|status|restore`.
+//! - [`snapshot`]: `snapshot save|status|restore`;
+//! - [`auth`]: `--user` login, `auth`, `user` and `role`.
 
 pub mod args;
 pub mod auth;
@@ -33,9 +37,11 @@ pub mod maintenance;
 pub mod ops;
 pub mod printer;
 pub mod snapshot;
+pub mod recipes;
 pub mod table;
 pub mod txn;
 pub mod watch;
+pub mod watch_interactive;
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -16,8 +16,11 @@
 //! etcdctl 3.5's flag: it asks for progress notifications and prints
 //! "progress notify: REV" for each.
 //!
-//! Not supported yet (clear error, exit 4): `--interactive` and the exec form
-//! `watch KEY -- CMD ARGS`.
+//! The exec form `watch KEY -- CMD ARGS` runs the command once per event, as
+//! etcdctl's `printWatchCh`, with `ETCD_WATCH_REVISION`, `ETCD_WATCH_EVENT_TYPE`,
+//! `ETCD_WATCH_KEY` and `ETCD_WATCH_VALUE` (Go-quoted, as etcdctl's `%q`); a
+//! failing command ends steadctl with exit 1. `--interactive` lives in
+//! `watch_interactive`.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -60,31 +63,53 @@ pub fn watch(g: &GlobalArgs, a: WatchArgs, argv: &[OsString]) -> Result<(), CtlE
         ));
     }
     if a.interactive {
-        return Err(CtlError::new(EXIT_BAD_FEATURE, "steadctl does not support watch --interactive yet"));
+        return super::watch_interactive::run(g, &env_key, &env_range);
     }
-    let key_args = watch_args(&a.args, argv, &env_key, &env_range)?;
+    let (key_args, exec) = watch_args(&a.args, argv, &env_key, &env_range)?;
     let (gw, printer) = client_and_printer(g)?;
     // etcdctl's table printer has no watch form: it fails at the first
     // response (a watch that never gets one waits for ever, as etcdctl's does).
     let create = create_request(&a, &key_args)?;
-    let mut view = View { printer, progress_notify: a.progress_notify, out: std::io::stdout() };
+    let mut view = View { printer, progress_notify: a.progress_notify, out: std::io::stdout(), exec };
     stream(gw.endpoints(), g.dial_timeout, create, &mut view)
 }
 
-/// etcdctl's `parseWatchArgs` for the non-interactive form: the key arguments,
-/// or the error etcdctl gives.
-fn watch_args(args: &[String], argv: &[OsString], env_key: &str, env_range: &str) -> Result<Vec<String>, CtlError> {
+/// etcdctl's `parseWatchArgs` for the non-interactive form: the key arguments
+/// and the command to run on each event (after `--`), or the error etcdctl gives.
+fn watch_args(
+    args: &[String],
+    argv: &[OsString],
+    env_key: &str,
+    env_range: &str,
+) -> Result<(Vec<String>, Vec<String>), CtlError> {
     let raw: Vec<&str> = argv.iter().filter_map(|a| a.to_str()).collect();
     let after_watch = raw.iter().position(|w| *w == "watch").map(|i| &raw[i + 1..]).unwrap_or(&[]);
-    if let Some(sep) = after_watch.iter().position(|w| *w == "--") {
-        if sep == after_watch.len() - 1 {
-            return Err(CtlError::new(EXIT_BAD_ARGS, ERR_BAD_ARGS_NUM_SEPARATOR));
-        }
-        return Err(CtlError::new(
-            EXIT_BAD_FEATURE,
-            "steadctl does not support running a command on watch events (watch ... -- CMD) yet",
-        ));
+    let Some(sep) = after_watch.iter().position(|w| *w == "--") else {
+        return key_args(args, env_key, env_range).map(|keys| (keys, Vec::new()));
+    };
+    if sep == after_watch.len() - 1 {
+        return Err(CtlError::new(EXIT_BAD_ARGS, ERR_BAD_ARGS_NUM_SEPARATOR));
     }
+    let exec: Vec<String> = after_watch[sep + 1..].iter().map(|w| w.to_string()).collect();
+    // The parsed arguments end with the command: the keys are what precedes it.
+    let keys = &args[..args.len().saturating_sub(exec.len())];
+    if !env_key.is_empty() && !keys.is_empty() {
+        return Err(CtlError::new(EXIT_BAD_ARGS, ERR_BAD_ARGS_NUM_CONFLICT_ENV));
+    }
+    let keys = if env_key.is_empty() {
+        keys.to_vec()
+    } else {
+        [env_key.to_string()].into_iter().chain((!env_range.is_empty()).then(|| env_range.to_string())).collect()
+    };
+    if keys.is_empty() {
+        return Err(CtlError::new(EXIT_BAD_ARGS, ERR_BAD_ARGS_NUM));
+    }
+    Ok((keys, exec))
+}
+
+/// The key arguments without a command: from the environment, or the
+/// arguments (never both).
+pub(super) fn key_args(args: &[String], env_key: &str, env_range: &str) -> Result<Vec<String>, CtlError> {
     if !env_key.is_empty() {
         if !args.is_empty() {
             return Err(CtlError::new(EXIT_BAD_ARGS, ERR_BAD_ARGS_NUM_CONFLICT_ENV));
@@ -104,7 +129,7 @@ fn watch_args(args: &[String], argv: &[OsString], env_key: &str, env_range: &str
 /// etcdctl's `getWatchChan` + clientv3's `OpOption`s → the create request. As
 /// etcdctl, a third argument is ignored and a range end only counts when it is
 /// the second of exactly two.
-fn create_request(a: &WatchArgs, args: &[String]) -> Result<WatchCreateRequest, CtlError> {
+pub(super) fn create_request(a: &WatchArgs, args: &[String]) -> Result<WatchCreateRequest, CtlError> {
     let mut key = args[0].as_bytes().to_vec();
     let mut range_end = Vec::new();
     if args.len() == 2 {
@@ -165,11 +190,14 @@ fn cancel_text(resp: &WatchResponse) -> String {
     }
 }
 
-/// Prints responses as etcdctl's `printWatchCh` + `display.Watch`.
-struct View<W: Write> {
-    printer: Printer,
-    progress_notify: bool,
-    out: W,
+/// Prints responses as etcdctl's `printWatchCh` + `display.Watch`, and runs the
+/// exec form's command for each event.
+pub(super) struct View<W: Write> {
+    pub(super) printer: Printer,
+    pub(super) progress_notify: bool,
+    pub(super) out: W,
+    /// `watch … -- CMD ARGS`: run once per event; empty: none.
+    pub(super) exec: Vec<String>,
 }
 
 impl<W: Write> View<W> {
@@ -192,7 +220,70 @@ impl<W: Write> View<W> {
         let r = render(&self.printer, &mut buf, resp);
         let _ = self.out.write_all(&buf);
         let _ = self.out.flush();
-        r
+        r?;
+        if !self.exec.is_empty() {
+            for ev in &resp.events {
+                run_for_event(&self.exec, resp, ev);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// etcdctl's exec form: the command with the event in its environment, its
+/// output shared; a command that fails ends steadctl (exit 1), as etcdctl.
+fn run_for_event(exec: &[String], resp: &WatchResponse, ev: &Event) {
+    let quote = super::gofmt::quote;
+    let kv = ev.kv.clone().unwrap_or_default();
+    let status = std::process::Command::new(&exec[0])
+        .args(&exec[1..])
+        .env("ETCD_WATCH_REVISION", resp.header.as_ref().map_or(0, |h| h.revision).to_string())
+        .env("ETCD_WATCH_EVENT_TYPE", quote(type_name(ev).as_bytes()))
+        .env("ETCD_WATCH_KEY", quote(&kv.key))
+        .env("ETCD_WATCH_VALUE", quote(&kv.value))
+        .status();
+    let failure = match status {
+        Ok(s) if s.success() => return,
+        Ok(s) => go_exit_text(s),
+        Err(e) => go_start_error(&exec[0], &e),
+    };
+    let words: Vec<String> = exec.iter().map(|w| quote(w.as_bytes())).collect();
+    let _ = std::io::stdout().flush();
+    let _ = writeln!(std::io::stderr(), "command [{}] error ({failure})", words.join(" "));
+    std::process::exit(EXIT_ERROR);
+}
+
+/// Go's `exec` error text for a command that could not be started.
+pub(super) fn go_start_error(program: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!("exec: {}: executable file not found in $PATH", super::gofmt::quote(program.as_bytes()))
+    } else {
+        format!("fork/exec {program}: {e}")
+    }
+}
+
+/// Go's `*exec.ExitError` text for a command that did not succeed.
+pub(super) fn go_exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("signal: {}", go_signal_name(sig)),
+        _ => "exit status 1".to_string(),
+    }
+}
+
+/// Go's names for the signals a command most often dies of.
+fn go_signal_name(sig: i32) -> String {
+    match sig {
+        1 => "hangup".into(),
+        2 => "interrupt".into(),
+        3 => "quit".into(),
+        6 => "aborted".into(),
+        9 => "killed".into(),
+        11 => "segmentation fault".into(),
+        13 => "broken pipe".into(),
+        15 => "terminated".into(),
+        n => format!("signal {n}"),
     }
 }
 
@@ -308,7 +399,7 @@ enum Ended {
 
 /// Opens the watch on the first endpoint that answers, prints what comes, and
 /// reopens a broken stream from the next revision, until the server cancels.
-fn stream<W: Write>(
+pub(super) fn stream<W: Write>(
     endpoints: &[Endpoint],
     dial_timeout: Duration,
     mut create: WatchCreateRequest,
@@ -430,11 +521,15 @@ mod tests {
         let e = watch_args(&strings(&["a"]), &argv, "", "").unwrap_err();
         assert_eq!((e.code, e.msg.as_str()), (EXIT_BAD_ARGS, ERR_BAD_ARGS_NUM_SEPARATOR));
         let argv = os(&["steadctl", "watch", "a", "--", "echo", "x"]);
-        assert_eq!(watch_args(&strings(&["a", "echo", "x"]), &argv, "", "").unwrap_err().code, EXIT_BAD_FEATURE);
+        assert_eq!(watch_args(&strings(&["a", "echo", "x"]), &argv, "", "").unwrap(), (strings(&["a"]), strings(&["echo", "x"])));
+        let argv = os(&["steadctl", "watch", "a", "--", "echo", "x"]);
+        assert_eq!(watch_args(&strings(&["a", "echo", "x"]), &argv, "k", "").unwrap_err().msg, ERR_BAD_ARGS_NUM_CONFLICT_ENV);
+        let argv = os(&["steadctl", "watch", "--", "echo"]);
+        assert_eq!(watch_args(&strings(&["echo"]), &argv, "k", "").unwrap(), (strings(&["k"]), strings(&["echo"])));
         let argv = os(&["steadctl", "watch", "a"]);
         let e = watch_args(&strings(&["a"]), &argv, "foo", "").unwrap_err();
         assert_eq!(e.msg, ERR_BAD_ARGS_NUM_CONFLICT_ENV);
-        assert_eq!(watch_args(&[], &os(&["steadctl", "watch"]), "k", "z").unwrap(), strings(&["k", "z"]));
+        assert_eq!(watch_args(&[], &os(&["steadctl", "watch"]), "k", "z").unwrap(), (strings(&["k", "z"]), Vec::new()));
     }
 
     #[test]

@@ -89,6 +89,15 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     Ok(body)
 }
 
+/// A streaming endpoint's one request, or the error answer to give instead.
+pub(crate) async fn decode_request<Req: DeserializeOwned + Default>(
+    service: &ClientService,
+    payload: web::Payload,
+) -> Result<Req, HttpResponse> {
+    let body = read_body(payload, body_limit(service.limits().max_request_bytes)).await.map_err(|e| error_response(&e))?;
+    decode::<Req>(&body).map_err(|e| error_response(&e))
+}
+
 /// Decode, call, encode: the shape of every unary gateway endpoint. Counted as
 /// the gRPC call it stands for (etcd's gateway calls its gRPC server, so etcd's
 /// `grpc_server_*` metrics count gateway requests too).
@@ -390,5 +399,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(crate::net::gateway_auth::configure)
         .route("/metrics", web::get().to(metrics))
         .route("/health", web::get().to(health))
-        .route("/version", web::get().to(version));
+        .route("/version", web::get().to(version))
+        .configure(crate::net::gateway_recipes::configure);
 }

@@ -1,7 +1,8 @@
 //! etcd's v3 gRPC API (tonic), under etcd's service names (`etcdserverpb.KV`,
 //! `etcdserverpb.Maintenance`, ...) so etcdctl and other etcd clients can use it.
 //! `KV`, `Cluster`, `Watch`, `Lease`, `Maintenance` and `Auth` are served in
-//! full; each call runs as the caller its metadata token names.
+//! full, and etcd's recipe services `v3lockpb.Lock` and `v3electionpb.Election`
+//! (`net::grpc_recipes`); each call runs as the caller its metadata token names.
 //!
 //! Owns decoding and encoding only (tonic does both); every request goes to the
 //! `ClientService`, and errors become etcd's code and text through
@@ -45,7 +46,9 @@ pub fn routes(service: ClientService) -> Routes {
         .add_service(limited!(WatchServer::new(WatchApi { service: service.clone() })))
         .add_service(limited!(ClusterServer::new(ClusterApi { service: service.clone() })))
         .add_service(limited!(LeaseServer::new(LeaseApi { service: service.clone() })))
-        .add_service(limited!(AuthServer::new(AuthApi { service })))
+        .add_service(limited!(AuthServer::new(AuthApi { service: service.clone() })))
+        .add_service(limited!(crate::net::grpc_recipes::lock_server(service.clone())))
+        .add_service(limited!(crate::net::grpc_recipes::election_server(service)))
 }
 
 /// The token a call carries: etcd's clients send it as metadata `token` (its
@@ -59,7 +62,7 @@ fn token_of(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
 }
 
 /// The client service acting for a call's credentials, and the call's message.
-fn acting<T>(service: &ClientService, request: Request<T>) -> (ClientService, T) {
+pub(crate) fn acting<T>(service: &ClientService, request: Request<T>) -> (ClientService, T) {
     let acting = service.for_token(token_of(request.metadata()));
     (acting, request.into_inner())
 }

@@ -194,7 +194,10 @@ fn gateway_service(
         .keep_alive(KeepAlive::default())
         .client_request_timeout(Duration::from_secs(5))
         .client_disconnect_timeout(Duration::from_secs(1))
-        .h1_allow_half_closed(true)
+        // As Go's HTTP server under etcd's gateway: a client that closes its
+        // side is gone, and its pending request (a lock or campaign that waits)
+        // is dropped, which deletes its waiter key.
+        .h1_allow_half_closed(false)
         .local_addr(addr)
         .finish(map_config(
             app.into_factory().map_err(|err: actix_web::Error| err.error_response()),

@@ -107,6 +107,15 @@ pub fn etcd_status(err: &RequestError) -> (Code, String) {
         Unmapped(inner) => return (Code::Unknown, auth_package_text(inner)),
         NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"),
         Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster"),
+        ElectionNotLeader => (Code::Unknown, "election: not leader"),
+        ElectionNoLeader => (Code::Unknown, "election: no leader"),
+        LeaderKeyMissing => (Code::Unknown, "\"leader\" field must be provided"),
+        WaiterKeyDeleted(key) => {
+            return (Code::Unknown, format!("stead: key {key} was deleted while waiting for its turn (lease expired or revoked)"))
+        }
+        // etcd's lock and election servers call etcd through its own client,
+        // which turns every error into a plain one: gRPC answers it as Unknown.
+        ThroughRecipe(inner) => return (Code::Unknown, etcd_status(inner).1),
         Malformed(msg) => return (Code::InvalidArgument, msg.clone()),
         NotImplemented(what) => return (Code::Unimplemented, format!("stead: {what} is not implemented yet")),
         Internal(msg) => return (Code::Unknown, msg.clone()),

@@ -288,3 +288,39 @@ pub fn b64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A running client process (steadctl, etcdctl) whose stdout lines arrive on a
+/// channel; killed by its own PID when dropped.
+pub struct Spawned {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// Starts `cmd` with stdout piped (stdin and stderr as `cmd` sets them).
+    pub fn start(cmd: &mut Command) -> Spawned {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start the client");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Spawned { child, lines }
+    }
+
+    /// The next `n` lines, each within `timeout`.
+    pub fn lines(&self, n: usize, timeout: Duration) -> Vec<String> {
+        (0..n).map(|_| self.lines.recv_timeout(timeout).expect("a line of output")).collect()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

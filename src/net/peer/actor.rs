@@ -242,8 +242,7 @@ impl PeerActor {
 impl Actor for PeerActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        crate::metrics::start_mailbox_probe(ctx, |a: &Self| &a.instruments);
+    fn started(&mut self, _ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::channel(self.link.limits.queue_messages_max);
         self.queue = Some(tx);
         self.link_task = Some(actix_rt::spawn(run_link(
