@@ -172,9 +172,14 @@ fn etcdctl_session_against_a_three_member_cluster() {
     names.sort_unstable();
     assert_eq!(names, ["m1", "m2", "m3"], "{members}");
     assert!(members.lines().all(|l| l.starts_with("<ID>, started, m") && l.ends_with(", false")), "{members}");
-    let (code, health, _) = s.run(&["endpoint", "health"], "");
-    assert_eq!(code, 0);
-    assert_eq!(health.lines().filter(|l| l.contains("is healthy: successfully committed proposal")).count(), 3, "{health}");
+    // etcdctl 3.4 writes endpoint health to stderr.
+    let health = Command::new("etcdctl")
+        .args([format!("--endpoints={}", s.endpoints), "endpoint".into(), "health".into()])
+        .output()
+        .expect("etcdctl endpoint health");
+    let text = String::from_utf8_lossy(&health.stderr);
+    assert_eq!(health.status.code(), Some(0), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("is healthy: successfully committed proposal")).count(), 3, "{text}");
     let (code, status, _) = s.run(&["endpoint", "status", "-w", "table"], "");
     assert_eq!(code, 0);
     let rows: Vec<&str> = status.lines().filter(|l| l.starts_with("| 127")).collect();
