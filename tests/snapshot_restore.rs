@@ -94,7 +94,7 @@ fn save_status_and_restore_into_a_new_three_member_cluster() {
         assert_eq!((code, out.as_str()), (0, ""), "{err}");
         // Restoring over an existing data dir is refused, as etcdctl.
         let (code, _, err) = steadctl(&restore);
-        assert_eq!((code, err.as_str()), (1, format!("Error: data-dir {dir_arg:?} exists\n").as_str()));
+        assert_eq!((code, err.as_str()), (1, format!("Error:  data-dir {dir_arg:?} exists\n").as_str()));
         let args: Vec<String> = [
             "--name", &name, "--initial-cluster", &initial, "--initial-cluster-token", "restored",
             "--initial-advertise-peer-urls", url, "--listen-peer-urls", url, "--heartbeat-interval", "50",
@@ -128,15 +128,15 @@ fn restore_and_status_errors_as_etcdctl() {
     let missing = tmp.path().join("missing.db");
     let missing_arg = missing.to_str().expect("utf8");
     let (code, _, err) = steadctl(&["snapshot", "status", missing_arg]);
-    assert_eq!((code, err), (1, format!("Error: stat {missing_arg}: no such file or directory\n")));
+    assert_eq!((code, err), (1, format!("Error:  stat {missing_arg}: no such file or directory\n")));
     let bad = tmp.path().join("bad.db");
     std::fs::write(&bad, b"hello\n").expect("write");
     let (code, _, err) = steadctl(&["snapshot", "status", bad.to_str().expect("utf8")]);
-    assert_eq!((code, err.as_str()), (1, "Error: invalid database\n"));
+    assert_eq!((code, err.as_str()), (1, "Error:  invalid database\n"));
     let (code, _, err) = steadctl(&["snapshot", "status"]);
-    assert_eq!((code, err.as_str()), (128, "Error: snapshot status requires exactly one argument\n"));
+    assert_eq!((code, err.as_str()), (128, "Error:  snapshot status requires exactly one argument\n"));
     let (code, _, err) = steadctl(&["snapshot", "restore", bad.to_str().expect("utf8"), "--name", "zz"]);
-    assert_eq!((code, err.as_str()), (1, "Error: couldn't find local name \"zz\" in the initial cluster configuration\n"));
+    assert_eq!((code, err.as_str()), (1, "Error:  couldn't find local name \"zz\" in the initial cluster configuration\n"));
     let dir = tmp.path().join("out");
     let (code, _, _) = steadctl(&["snapshot", "restore", bad.to_str().expect("utf8"), "--data-dir", dir.to_str().expect("utf8")]);
     assert_eq!(code, 1);

@@ -155,6 +155,8 @@ fn run(program: &Path, endpoint: &str, args: &[&str], then: &dyn Fn()) -> Run {
     }
     let mut stderr = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut stderr).ok();
+    // steadctl's `Error:  ` has two spaces (the project spec), etcdctl's one.
+    let stderr = stderr.replace("Error:  ", "Error: ");
     Run { stdout: String::from_utf8_lossy(&out).into_owned(), stderr, code }
 }
 
