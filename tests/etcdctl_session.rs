@@ -52,7 +52,7 @@ impl Session {
 
 /// Ids, ports, sizes, indexes and durations, which differ between clusters.
 fn normalise(text: &str) -> String {
-    let hex16 = regex_lite_replace(text, 16);
+    let hex16 = replace_ids(text);
     hex16
         .lines()
         .map(|l| {
@@ -69,15 +69,18 @@ fn normalise(text: &str) -> String {
         .collect()
 }
 
-/// Replaces every run of exactly `n` lowercase hex digits with `<ID>`.
-fn regex_lite_replace(text: &str, n: usize) -> String {
+/// Replaces every hex id (member and lease ids print as `%x`: 12 to 16 lowercase
+/// hex digits, at least one a letter) with `<ID>`.
+fn replace_ids(text: &str) -> String {
     let mut out = String::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     while i < chars.len() {
-        let run = chars[i..].iter().take_while(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()).count();
-        let bounded = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
-        if run == n && bounded && chars[i..i + run].iter().any(|c| c.is_ascii_alphabetic() || *c == '0') {
+        let run = chars[i..].iter().take_while(|c| c.is_ascii_digit() || ('a'..='f').contains(c)).count();
+        let before_ok = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        let after_ok = chars.get(i + run).is_none_or(|c| !c.is_ascii_alphanumeric());
+        let has_letter = chars[i..i + run].iter().any(|c| c.is_ascii_alphabetic());
+        if (12..=16).contains(&run) && before_ok && after_ok && has_letter {
             out.push_str("<ID>");
             i += run;
         } else if run > 0 {
