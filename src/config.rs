@@ -89,12 +89,14 @@ pub struct Flags {
     pub auth_token_ttl: Option<String>,
     #[arg(long = "bcrypt-cost")]
     pub bcrypt_cost: Option<String>,
+    #[arg(long = "max-concurrent-streams")]
+    pub max_concurrent_streams: Option<String>,
 }
 
 impl Flags {
     /// The flags given, as (config key, value), in the order of `KEYS`.
     fn given(&self) -> Vec<(&'static str, String)> {
-        let all: [(&'static str, &Option<String>); 24] = [
+        let all: [(&'static str, &Option<String>); 25] = [
             ("name", &self.name),
             ("data-dir", &self.data_dir),
             ("listen-client-urls", &self.listen_client_urls),
@@ -118,6 +120,7 @@ impl Flags {
             ("auth-token", &self.auth_token),
             ("auth-token-ttl", &self.auth_token_ttl),
             ("bcrypt-cost", &self.bcrypt_cost),
+            ("max-concurrent-streams", &self.max_concurrent_streams),
             ("config", &None),
         ];
         all.into_iter()
@@ -200,6 +203,9 @@ pub struct Settings {
     pub auth_token_ttl: std::time::Duration,
     /// `--bcrypt-cost` of new password hashes.
     pub bcrypt_cost: u32,
+    /// `--max-concurrent-streams`: HTTP/2 streams one gRPC client connection may
+    /// have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 impl Settings {
@@ -252,6 +258,7 @@ struct RawSettings {
     auth_token: String,
     auth_token_ttl: u64,
     bcrypt_cost: u32,
+    max_concurrent_streams: u32,
     /// The per-member tables of a file; already layered in by `build`.
     #[serde(default)]
     #[allow(dead_code)]
@@ -281,6 +288,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("auth-token", "simple"),
     ("auth-token-ttl", "300"),
     ("bcrypt-cost", "10"),
+    // etcd's default: math.MaxUint32.
+    ("max-concurrent-streams", "4294967295"),
 ];
 
 /// Keys that only make sense with a value: `data-dir` and `initial-cluster` have
@@ -542,6 +551,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         auth_token: raw.auth_token,
         auth_token_ttl: std::time::Duration::from_secs(raw.auth_token_ttl),
         bcrypt_cost: raw.bcrypt_cost,
+        max_concurrent_streams: raw.max_concurrent_streams,
     })
 }
 

@@ -435,6 +435,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let election_timeout = Duration::from_millis(settings.election_timeout_ms);
     let limits = Limits {
         max_txn_ops: settings.max_txn_ops,
+        max_concurrent_streams: settings.max_concurrent_streams,
         max_request_bytes: settings.max_request_bytes,
         request_timeout: Duration::from_secs(5) + 2 * election_timeout,
         min_lease_ttl: crate::kv::leases::min_lease_ttl(settings.heartbeat_interval_ms, settings.election_timeout_ms),

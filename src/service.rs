@@ -34,6 +34,8 @@ mod auth;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_txn_ops: usize,
+    /// HTTP/2 streams a gRPC connection may have open (`--max-concurrent-streams`).
+    pub max_concurrent_streams: u32,
     pub max_request_bytes: usize,
     /// How long a request may wait for Raft and apply (etcd: 5 s + 2 × election
     /// timeout).

@@ -120,3 +120,40 @@ fn etcd_client_crate_against_a_three_member_cluster() {
         assert_eq!(one.get("a", None).await.expect("get after defrag").kvs()[0].value(), b"from-txn");
     });
 }
+
+/// Auth through the crate: users, roles and permissions set up over gRPC, then a
+/// client logged in with `ConnectOptions::with_user` (the token travels in the
+/// metadata) may do what its role allows and gets etcd's errors for the rest.
+#[test]
+fn etcd_client_crate_with_auth() {
+    use etcd_client::{ConnectOptions, Permission};
+    let s = common::Server::start(&[]);
+    block_on(async {
+        let mut admin = client(&s.endpoint).await;
+        admin.user_add("root", "rootpw", None).await.expect("user add root");
+        admin.user_add("app", "apppw", None).await.expect("user add app");
+        admin.role_add("app-rw").await.expect("role add");
+        admin.role_grant_permission("app-rw", Permission::read_write("app/").with_prefix()).await.expect("grant");
+        admin.user_grant_role("app", "app-rw").await.expect("grant role");
+        admin.auth_enable().await.expect("auth enable");
+
+        let options = ConnectOptions::new().with_user("app", "apppw");
+        let mut app = Client::connect([s.endpoint.as_str()], Some(options)).await.expect("log in as app");
+        app.put("app/x", "1", None).await.expect("put in its prefix");
+        assert_eq!(app.get("app/x", None).await.expect("get").kvs()[0].value(), b"1");
+        let refused = app.put("other", "1", None).await.expect_err("outside its prefix");
+        assert!(refused.to_string().contains("etcdserver: permission denied"), "{refused}");
+
+        let refused = client(&s.endpoint).await.get("app/x", None).await.expect_err("no credentials");
+        assert!(refused.to_string().contains("etcdserver: user name is empty"), "{refused}");
+        let wrong = Client::connect([s.endpoint.as_str()], Some(ConnectOptions::new().with_user("app", "nope"))).await;
+        let wrong = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(wrong.contains("authentication failed, invalid user ID or password"), "{wrong}");
+
+        let root = ConnectOptions::new().with_user("root", "rootpw");
+        let mut root = Client::connect([s.endpoint.as_str()], Some(root)).await.expect("log in as root");
+        let users = root.user_list().await.expect("user list");
+        assert_eq!(users.users(), ["app", "root"]);
+        root.auth_disable().await.expect("auth disable");
+    });
+}

@@ -59,3 +59,36 @@ fn etcdctl_per_endpoint_clients_are_served() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("is healthy") || out.contains("is healthy"), "{out}{err}");
 }
+
+/// `--max-concurrent-streams` reaches the HTTP/2 SETTINGS every gRPC client
+/// connection is sent (etcd's default: math.MaxUint32).
+#[test]
+fn max_concurrent_streams_is_announced_to_clients() {
+    for (args, want) in [(&["--max-concurrent-streams", "7"][..], 7u32), (&[][..], u32::MAX)] {
+        let s = Server::start(args);
+        assert_eq!(announced_max_streams(&s.host_port()), Some(want), "{args:?}");
+    }
+}
+
+/// Opens an HTTP/2 connection by hand and reads SETTINGS_MAX_CONCURRENT_STREAMS
+/// (id 3) from the server's first SETTINGS frame.
+fn announced_max_streams(addr: &str) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").expect("preface");
+    conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).expect("empty SETTINGS");
+    loop {
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).ok()?;
+        // A SETTINGS frame (type 4) that is not an ACK (flag 1).
+        if head[3] == 4 && head[4] & 1 == 0 {
+            return payload.chunks_exact(6).find_map(|s| {
+                (u16::from_be_bytes([s[0], s[1]]) == 3).then(|| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+            });
+        }
+    }
+}

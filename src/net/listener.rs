@@ -162,9 +162,11 @@ fn spawn_grpc(service: ClientService, shutdown: GracefulShutdownSignal) -> mpsc:
         rx.recv().await.map(|stream| (Ok::<_, io::Error>(crate::net::h2_authority::AuthorityFix::new(stream)), rx))
     });
     let metrics = service.metrics().clone();
+    let max_streams = service.limits().max_concurrent_streams;
     let routes = grpc::routes(service);
     actix_rt::spawn(async move {
         let served = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(max_streams))
             .layer(tower_layer::layer_fn(move |inner| CountRpcs { inner, metrics: metrics.clone() }))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move { shutdown.notified().await })
