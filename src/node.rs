@@ -464,7 +464,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         name: settings.name.clone(),
         client_urls: settings.advertise_client_urls.clone(),
     };
-    if let Err(e) = service.publish(attributes).await {
+    if let Err(e) = service.as_member().publish(attributes).await {
         return Err(NodeError::Startup(format!("could not publish this member's attributes to the cluster: {e}")));
     }
     tracing::info!(
@@ -478,7 +478,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
 
     if settings.auto_compaction != AutoCompaction::Off {
         tracing::info!("compactor: automatic compaction {:?}", settings.auto_compaction);
-        actix_rt::spawn(compactor::run(service.clone(), settings.auto_compaction));
+        actix_rt::spawn(compactor::run(service.as_member(), settings.auto_compaction));
     }
     let mut server = ClientServer::new(service);
     let mut bound = Vec::new();

@@ -63,6 +63,8 @@ pub struct ClientService {
     auth_enabled: Arc<AtomicBool>,
     /// The token the request being served carried (see `for_token`).
     token: Option<Arc<str>>,
+    /// Acting for the member itself (see `as_member`).
+    member: bool,
     metrics: Metrics,
 }
 
@@ -77,6 +79,7 @@ impl ClientService {
             auth: None,
             auth_enabled: Arc::new(AtomicBool::new(false)),
             token: None,
+            member: false,
             metrics: Metrics::new(),
         }
     }
@@ -132,6 +135,16 @@ impl ClientService {
     pub fn for_token(&self, token: Option<String>) -> ClientService {
         let mut acting = self.clone();
         acting.token = token.filter(|t| !t.is_empty()).map(Into::into);
+        acting.member = false;
+        acting
+    }
+
+    /// This service acting for the member itself (automatic compaction,
+    /// publishing its attributes): root, as etcd's internal requests.
+    pub fn as_member(&self) -> ClientService {
+        let mut acting = self.clone();
+        acting.token = None;
+        acting.member = true;
         acting
     }
 
@@ -139,6 +152,9 @@ impl ClientService {
     /// again when they apply). Without auth, or with auth off and no token,
     /// nobody needs to be asked.
     async fn authorize(&self, need: impl FnOnce() -> Need) -> Result<AuthInfo, RequestError> {
+        if self.member {
+            return Ok(AuthInfo::member());
+        }
         let Some(auth) = &self.auth else { return Ok(AuthInfo::default()) };
         if self.token.is_none() && !self.auth_enabled.load(Ordering::Acquire) {
             return Ok(AuthInfo::default());

@@ -315,3 +315,28 @@ fn auth_state_survives_a_restart() {
     let put = format!(r#"{{"key":"{}","value":"{}"}}"#, b64("a/k"), b64("x"));
     assert_eq!(call(&ep, Some(&reader), "/v3/kv/put", &put).1["error"].as_str(), Some("etcdserver: permission denied"));
 }
+
+/// The member's own requests run as root (etcd's `WithRoot`): with auth on, a
+/// lease still expires and its keys go, though no user asked for the revoke.
+#[test]
+fn leases_expire_with_auth_on() {
+    let s = Server::start(&[]);
+    let ep = s.host_port();
+    setup_users(&ep);
+    let writer = token(&ep, "writer", "wpw");
+    let (status, granted) = call(&ep, Some(&writer), "/v3/lease/grant", r#"{"TTL":"2"}"#);
+    assert_eq!(status, 200, "{granted}");
+    let id = granted["ID"].as_str().expect("a lease id").to_string();
+    let put = format!(r#"{{"key":"{}","value":"{}","lease":"{id}"}}"#, b64("a/leased"), b64("v"));
+    assert_eq!(call(&ep, Some(&writer), "/v3/kv/put", &put).0, 200);
+    let get = format!(r#"{{"key":"{}"}}"#, b64("a/leased"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, body) = call(&ep, Some(&writer), "/v3/kv/range", &get);
+        if body.get("kvs").is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the leased key outlived its lease: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

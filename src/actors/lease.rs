@@ -101,7 +101,7 @@ impl LeaseActor {
         // Fire and forget: the outcome shows in the applied table (a lost revoke
         // is retried, a lost checkpoint is redone by the next round).
         let (responder, _) = oneshot::channel();
-        self.raft.do_send(Propose { request, auth: Default::default(), responder });
+        self.raft.do_send(Propose { request, auth: crate::kv::auth::AuthInfo::member(), responder });
     }
 
     fn schedule_all(&mut self, now: Instant) {

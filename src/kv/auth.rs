@@ -37,6 +37,15 @@ pub struct AuthInfo {
     pub revision: u64,
 }
 
+impl AuthInfo {
+    /// The member itself (lease expiry, automatic compaction, publishing its
+    /// attributes), as etcd's `WithRoot`: root, never stale. Only code inside
+    /// the member makes it; a client's identity always comes from its token.
+    pub fn member() -> AuthInfo {
+        AuthInfo { username: ROOT_USER.to_string(), revision: u64::MAX }
+    }
+}
+
 /// The kind of access an operation needs on a key range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
