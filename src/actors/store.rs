@@ -294,32 +294,8 @@ impl StoreActor {
         &self.store
     }
 
-    fn fill_header(&self, header: &mut Option<pb::ResponseHeader>) {
-        let h = header.get_or_insert_with(Default::default);
-        h.cluster_id = self.ids.cluster_id;
-        h.member_id = self.ids.member_id;
-        h.raft_term = self.raft_term;
-    }
-
-    fn finish(&self, mut response: Response) -> Response {
-        match &mut response {
-            Response::Put(r) => self.fill_header(&mut r.header),
-            Response::DeleteRange(r) => self.fill_header(&mut r.header),
-            Response::Txn(r) => self.fill_header(&mut r.header),
-            Response::Compaction(r) => self.fill_header(&mut r.header),
-            Response::Range(r) => self.fill_header(&mut r.header),
-            Response::Members(_) => {}
-            Response::LeaseGrant(r) => self.fill_header(&mut r.header),
-            Response::LeaseRevoke(r) => self.fill_header(&mut r.header),
-            Response::LeaseCheckpoint(r) => self.fill_header(&mut r.header),
-            Response::LeaseRenew(r) => self.fill_header(&mut r.header),
-            Response::Auth(a) => {
-                a.header.get_or_insert_with(Default::default).revision = self.store.current_revision();
-                self.fill_header(&mut a.header);
-            }
-            Response::Alarm(_) => {}
-        }
-        response
+    fn finish(&self, response: Response) -> Response {
+        finish_response(self.ids, self.raft_term, self.store.current_revision(), response)
     }
 
     fn serve_read(&self, request: ReadRequest, responder: Responder) {
@@ -437,6 +413,23 @@ impl StoreActor {
             self.applied_index = entry.index;
         }
 
+        // Answer before the backend write: the entries are durable in the WAL (on
+        // a quorum) already, and this actor serves no read before the write
+        // below is done, so no answer can be observed ahead of the backend. A
+        // failed write stops the member, and the restart replays the entries.
+        // The auth actor hears first: a client that got its token may use it.
+        if auth_changed || !token_changes.is_empty() {
+            if let Some(auth) = &self.peers.auth {
+                let state = auth_changed.then(|| std::sync::Arc::new(self.auth.clone()));
+                auth.do_send(AuthChanged { state, tokens: token_changes });
+            }
+        }
+        let revision = batch.store().current_revision();
+        for (id, response) in answers {
+            if let Some(responder) = self.waiters.remove(&id) {
+                let _ = responder.send(response.map(|r| finish_response(self.ids, self.raft_term, revision, r)));
+            }
+        }
         let commit = self.metrics.backend_commit_seconds.start_timer();
         if let Err(e) = batch.finish() {
             panic!("storage fault writing the apply batch up to index {}: {e}", self.applied_index);
@@ -447,15 +440,6 @@ impl StoreActor {
         let deleted = events.iter().filter(|e| e.kind == mvcc::EventKind::Delete).count();
         self.metrics.keys_total.add(created as i64 - deleted as i64);
         self.refresh_gauges(false);
-        // Before the answers: a client that got its token may use it at once.
-        if auth_changed || !token_changes.is_empty() {
-            self.send_auth_changes(auth_changed, token_changes);
-        }
-        for (id, response) in answers {
-            if let Some(responder) = self.waiters.remove(&id) {
-                let _ = responder.send(response.map(|r| self.finish(r)));
-            }
-        }
         if members_changed {
             self.peers.members.do_send(MembersChanged(self.members.list()));
         }
@@ -758,6 +742,34 @@ impl Handler<GetStatus> for StoreActor {
 }
 
 /// The mvcc operations a KV entry did, as etcd counts them.
+/// A response as the client gets it: cluster id, member id and term in its
+/// header (`revision` is the store's, for answers that carry none of their own).
+fn finish_response(ids: HeaderIds, raft_term: u64, revision: i64, mut response: Response) -> Response {
+    let fill = |header: &mut Option<pb::ResponseHeader>| {
+        let h = header.get_or_insert_with(Default::default);
+        h.cluster_id = ids.cluster_id;
+        h.member_id = ids.member_id;
+        h.raft_term = raft_term;
+    };
+    match &mut response {
+        Response::Put(r) => fill(&mut r.header),
+        Response::DeleteRange(r) => fill(&mut r.header),
+        Response::Txn(r) => fill(&mut r.header),
+        Response::Compaction(r) => fill(&mut r.header),
+        Response::Range(r) => fill(&mut r.header),
+        Response::Members(_) | Response::Alarm(_) => {}
+        Response::LeaseGrant(r) => fill(&mut r.header),
+        Response::LeaseRevoke(r) => fill(&mut r.header),
+        Response::LeaseCheckpoint(r) => fill(&mut r.header),
+        Response::LeaseRenew(r) => fill(&mut r.header),
+        Response::Auth(a) => {
+            a.header.get_or_insert_with(Default::default).revision = revision;
+            fill(&mut a.header);
+        }
+    }
+    response
+}
+
 /// A KV or lease entry (etcd's apply rules in `kv::apply`). Fail-stop on a
 /// storage fault: the WAL still has the entry, and a restart replays it.
 fn apply_kv(
