@@ -17,6 +17,8 @@
 //! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
 //!   scrape it asks the store for the backend size and the watch hub for its gauges.
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
+//! - `LeaseActor`: `etcd_debugging_lease_{granted,revoked}_total` (as applied on
+//!   this member) and `…_renewed_total` (renewals this member led).
 //! - The JSON gateway: `grpc_server_{started,handled}_total` (etcd's gateway calls
 //!   its gRPC server, so etcd counts gateway requests there too).
 //! - Every actor (raft, store, wal, lease, watch, auth, and one `peer-<id>` per
@@ -78,6 +80,9 @@ pub struct MetricSet {
     pub proposals_applied: IntGauge,
     pub proposals_pending: IntGauge,
     pub slow_apply: IntCounter,
+    pub lease_granted: IntCounter,
+    pub lease_revoked: IntCounter,
+    pub lease_renewed: IntCounter,
     pub proposals_failed: IntCounter,
     // etcd_disk_*
     pub wal_fsync_seconds: Histogram,
@@ -149,6 +154,9 @@ impl Metrics {
             proposals_applied: metric!(IntGauge, o("etcd", "server", "proposals_applied_total", "The total number of consensus proposals applied.")),
             proposals_pending: metric!(IntGauge, o("etcd", "server", "proposals_pending", "The current number of pending proposals to commit.")),
             slow_apply: metric!(IntCounter, o("etcd", "server", "slow_apply_total", "The total number of slow apply requests (likely overloaded from slow disk).")),
+            lease_granted: metric!(IntCounter, o("etcd_debugging", "lease", "granted_total", "The total number of granted leases.")),
+            lease_revoked: metric!(IntCounter, o("etcd_debugging", "lease", "revoked_total", "The total number of revoked leases.")),
+            lease_renewed: metric!(IntCounter, o("etcd_debugging", "lease", "renewed_total", "The number of renewed leases seen by the leader.")),
             proposals_failed: metric!(IntCounter, o("etcd", "server", "proposals_failed_total", "The total number of failed proposals seen.")),
             wal_fsync_seconds: metric!(Histogram, h("etcd", "disk", "wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", disk_buckets())),
             backend_commit_seconds: metric!(Histogram, h("etcd", "disk", "backend_commit_duration_seconds", "The latency distributions of commit called by backend.", disk_buckets())),

@@ -191,3 +191,31 @@ fn every_member_sees_the_leader_and_applies_the_writes() {
         }
     }
 }
+
+/// etcd's lease counters: a grant, a keep-alive on the leader and a revoke each
+/// count once.
+#[test]
+fn lease_counters_move_with_lease_traffic() {
+    let s = Server::start(&[]);
+    let before = scrape(&s);
+    let (code, granted) = s.post("/v3/lease/grant", &json!({"TTL": "60"}).to_string());
+    assert_eq!(code, 200, "{granted}");
+    let id = granted["ID"].as_str().expect("a lease id").to_string();
+    let (code, kept) = s.post("/v3/lease/keepalive", &json!({"ID": id}).to_string());
+    assert_eq!(code, 200, "{kept}");
+    let (code, revoked) = s.post("/v3/lease/revoke", &json!({"ID": id}).to_string());
+    assert_eq!(code, 200, "{revoked}");
+    // The lease actor hears of applied grants and revokes just after the client.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let moved = |name: &str, after: &str| value(after, name) - value(&before, name);
+    let after = loop {
+        let after = scrape(&s);
+        if moved("etcd_debugging_lease_revoked_total", &after) >= 1.0 || std::time::Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for name in ["etcd_debugging_lease_granted_total", "etcd_debugging_lease_renewed_total", "etcd_debugging_lease_revoked_total"] {
+        assert_eq!(moved(name, &after), 1.0, "{name} in:\n{after}");
+    }
+}

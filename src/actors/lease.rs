@@ -76,12 +76,14 @@ pub struct LeaseActor {
     expired: HashSet<i64>,
     next_checkpoint: Option<Instant>,
     instruments: ActorMetrics,
+    metrics: crate::metrics::Metrics,
 }
 
 impl LeaseActor {
     /// Feeds the member's metrics (without it they go to a registry nobody reads).
     pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         self.instruments = metrics.actor("lease");
+        self.metrics = metrics.clone();
         self
     }
 
@@ -94,6 +96,7 @@ impl LeaseActor {
             expired: HashSet::new(),
             next_checkpoint: None,
             instruments: ActorMetrics::detached("lease"),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -116,12 +119,14 @@ impl LeaseActor {
     fn apply_change(&mut self, change: LeaseChange, now: Instant) {
         match change {
             LeaseChange::Granted(info) => {
+                self.metrics.lease_granted.inc();
                 self.table.insert(info.id, info);
                 if self.leader {
                     self.heap.set(info.id, now + secs(info.ttl));
                 }
             }
             LeaseChange::Revoked(id) => {
+                self.metrics.lease_revoked.inc();
                 self.table.remove(&id);
                 self.heap.remove(id);
                 self.expired.remove(&id);
@@ -134,6 +139,7 @@ impl LeaseActor {
             LeaseChange::Renewed(info) => {
                 self.table.insert(info.id, info);
                 if self.leader && !self.expired.contains(&info.id) {
+                    self.metrics.lease_renewed.inc();
                     self.heap.set(info.id, now + secs(info.ttl));
                 }
             }
@@ -257,6 +263,7 @@ impl Handler<KeepAlive> for LeaseActor {
         let had_checkpoint = info.remaining_ttl > 0;
         info.remaining_ttl = 0;
         self.heap.set(id, Instant::now() + secs(ttl));
+        self.metrics.lease_renewed.inc();
         if had_checkpoint {
             // The persisted countdown would make a new leader expire it early.
             self.propose(Internal::LeaseCheckpoint(pb::LeaseCheckpointRequest {
