@@ -17,6 +17,8 @@
 //! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
 //!   scrape it asks the store for the backend size and the watch hub for its gauges.
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
+//! - `RaftActor`: also `etcd_network_peer_round_trip_time_seconds{To}`, from a
+//!   heartbeat's send to its answer (the leader's view of each follower).
 //! - `LeaseActor`: `etcd_debugging_lease_{granted,revoked}_total` (as applied on
 //!   this member) and `…_renewed_total` (renewals this member led).
 //! - The JSON gateway: `grpc_server_{started,handled}_total` (etcd's gateway calls
@@ -101,6 +103,7 @@ pub struct MetricSet {
     // etcd_network_*, labelled by the remote member's hex id
     pub peer_sent_bytes: IntCounterVec,
     pub peer_received_bytes: IntCounterVec,
+    pub peer_round_trip_seconds: HistogramVec,
     // go-grpc-prometheus's, as etcd exports them
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
@@ -179,6 +182,17 @@ impl Metrics {
                 IntCounterVec,
                 o("etcd", "network", "peer_received_bytes_total", "The total number of bytes received from peers."),
                 &["From"]
+            ),
+            peer_round_trip_seconds: vec_metric!(
+                HistogramVec,
+                h(
+                    "etcd",
+                    "network",
+                    "peer_round_trip_time_seconds",
+                    "Round-Trip-Time histogram between peers (here: a leader's heartbeat to its answer).",
+                    exponential_buckets(0.0001, 2.0, 14).expect("valid buckets")
+                ),
+                &["To"]
             ),
             grpc_started: vec_metric!(
                 IntCounterVec,

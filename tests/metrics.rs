@@ -165,6 +165,11 @@ fn every_member_sees_the_leader_and_applies_the_writes() {
             } else {
                 assert!(sent > 0.0, "member {i} sent nothing to {other}:\n{text}");
                 assert!(received > 0.0, "member {i} received nothing from {other}:\n{text}");
+                // The leader times its heartbeats' round trips to each follower.
+                let rtt = labelled(&text, &format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{other}\"}}"));
+                if i == leader {
+                    assert!(rtt > 0.0, "the leader timed no heartbeat to {other}:\n{text}");
+                }
             }
         }
     }

@@ -129,6 +129,8 @@ pub struct RaftActor {
     cluster_token: String,
     /// One outbound link per other member, with the peer URLs it dials.
     peers: HashMap<NodeId, (Vec<String>, Addr<PeerActor>, ActorMetrics)>,
+    /// The oldest unanswered heartbeat to each peer, for the round-trip metric.
+    heartbeat_sent: HashMap<NodeId, std::time::Instant>,
     peer_arbiter: ArbiterHandle,
     /// Taken when the actor starts: the inbound side of the transport.
     peer_socket: Option<std::net::TcpListener>,
@@ -212,6 +214,7 @@ impl RaftActor {
             store: w.store,
             cluster_token: w.cluster_token,
             peers: HashMap::new(),
+            heartbeat_sent: HashMap::new(),
             peer_arbiter: w.peer_arbiter,
             peer_socket: Some(w.peer_listener),
             peer_listener: None,
@@ -301,6 +304,15 @@ impl RaftActor {
                     None => self.node.report_snapshot(m.to, false),
                 }
                 continue;
+            }
+            if matches!(m.body, MessageBody::Heartbeat { .. }) {
+                // A heartbeat left unanswered (a lost one, a peer that was down)
+                // is forgotten after a second rather than measured.
+                let now = std::time::Instant::now();
+                let sent = self.heartbeat_sent.entry(m.to).or_insert(now);
+                if now.duration_since(*sent) > std::time::Duration::from_secs(1) {
+                    *sent = now;
+                }
             }
             by_peer.entry(m.to).or_default().push(m);
         }
@@ -632,6 +644,12 @@ impl Handler<InboundMessages> for RaftActor {
     fn handle(&mut self, msg: InboundMessages, ctx: &mut Context<Self>) {
         let _t = self.instruments.handling("InboundMessages");
         for m in msg.0 {
+            if matches!(m.body, MessageBody::HeartbeatResponse { .. }) {
+                if let Some(sent) = self.heartbeat_sent.remove(&m.from) {
+                    let to = format!("{:x}", m.from);
+                    crate::metrics::observe(&self.metrics.peer_round_trip_seconds.with_label_values(&[to.as_str()]), sent.elapsed());
+                }
+            }
             if let MessageBody::Snapshot { meta } = &m.body {
                 // The snapshot's data would have to arrive first (not implemented
                 // yet); stepping the bare metadata would reset the log to nothing.
