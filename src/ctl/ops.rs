@@ -9,19 +9,7 @@ use super::args::{DelArgs, GetArgs, PutArgs};
 use super::{gofmt, CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE};
 use crate::proto::etcdserverpb::{range_request, DeleteRangeRequest, PutRequest, RangeRequest};
 
-/// clientv3's `GetPrefixRangeEnd`: the smallest key above every key with `prefix`.
-pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.last_mut() {
-        if *last < 0xff {
-            *last += 1;
-            return end;
-        }
-        end.pop();
-    }
-    // All 0xff: no upper bound, i.e. "from key".
-    vec![0]
-}
+pub use crate::kv::prefix_range_end;
 
 /// `etcdctl get` flags → RangeRequest (`getGetOp` + clientv3 `OpGet`).
 pub fn range_request(a: &GetArgs) -> Result<RangeRequest, CtlError> {

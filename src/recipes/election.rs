@@ -6,7 +6,7 @@
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::ctl::ops::prefix_range_end;
+use crate::kv::prefix_range_end;
 use crate::error::RequestError;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::mvccpb::event::EventType;

@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 
-use crate::ctl::ops::prefix_range_end;
+use crate::kv::prefix_range_end;
 use crate::error::RequestError;
 use crate::net::watch_session::WatchSession;
 use crate::proto::etcdserverpb::{self as pb, compare, range_request, request_op, response_op};
