@@ -78,16 +78,7 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
                     "steadctl does not support \"endpoint hashkv\" yet",
                 )),
                 // etcdctl prints the endpoint usage (exit 0) for a missing or unknown subcommand.
-                _ => {
-                    let mut cmd = Cli::command();
-                    cmd.build();
-                    let help = cmd
-                        .find_subcommand_mut("endpoint")
-                        .map(|c| c.render_help().to_string())
-                        .unwrap_or_default();
-                    print_out(help.as_bytes());
-                    Ok(())
-                }
+                _ => print_usage("endpoint"),
             }
         }
         Some(Command::MoveLeader(a)) => cluster::move_leader(&g, a),
@@ -99,14 +90,7 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
             Some(LeaseCommand::List(_)) => lease::list(&g),
             Some(LeaseCommand::KeepAlive(a)) => lease::keep_alive(&g, a),
             // As for `member`: the lease usage (exit 0) for a missing or unknown subcommand.
-            Some(LeaseCommand::Other(_)) | None => {
-                let mut cmd = Cli::command();
-                cmd.build();
-                let help =
-                    cmd.find_subcommand_mut("lease").map(|c| c.render_help().to_string()).unwrap_or_default();
-                print_out(help.as_bytes());
-                Ok(())
-            }
+            Some(LeaseCommand::Other(_)) | None => print_usage("lease")
         },
         Some(Command::Auth(a)) => match a.command {
             Some(AuthCommand::Other(_)) | None => print_usage("auth"),
@@ -127,14 +111,7 @@ pub fn run(mut argv: Vec<OsString>) -> Result<(), CtlError> {
             Some(MemberCommand::List(_)) => cluster::member_list(&g),
             Some(MemberCommand::Promote(a)) => cluster::member_promote(&g, a),
             // As for `endpoint`: the member usage (exit 0) for a missing or unknown subcommand.
-            Some(MemberCommand::Other(_)) | None => {
-                let mut cmd = Cli::command();
-                cmd.build();
-                let help =
-                    cmd.find_subcommand_mut("member").map(|c| c.render_help().to_string()).unwrap_or_default();
-                print_out(help.as_bytes());
-                Ok(())
-            }
+            Some(MemberCommand::Other(_)) | None => print_usage("member")
         },
         Some(Command::Lock(a)) => recipes::lock(&g, a),
         Some(Command::Elect(a)) => recipes::elect(&g, a),
@@ -224,7 +201,7 @@ fn resolve_command_prefix(argv: &mut [OsString]) {
 
 /// A command group's usage (exit 0), as cobra prints it for a missing or
 /// unknown subcommand.
-fn print_usage(command: &str) -> Result<(), CtlError> {
+pub(super) fn print_usage(command: &str) -> Result<(), CtlError> {
     let mut cmd = Cli::command();
     cmd.build();
     let help = cmd.find_subcommand_mut(command).map(|c| c.render_help().to_string()).unwrap_or_default();

@@ -25,14 +25,7 @@ pub fn alarm(g: &GlobalArgs, a: AlarmArgs) -> Result<(), CtlError> {
     let (disarm, args) = match a.command {
         Some(AlarmCommand::List(a)) => (false, a.args),
         Some(AlarmCommand::Disarm(a)) => (true, a.args),
-        Some(AlarmCommand::Other(_)) | None => {
-            use clap::CommandFactory;
-            let mut cmd = super::args::Cli::command();
-            cmd.build();
-            let help = cmd.find_subcommand_mut("alarm").map(|c| c.render_help().to_string()).unwrap_or_default();
-            print_out(help.as_bytes());
-            return Ok(());
-        }
+        Some(AlarmCommand::Other(_)) | None => return super::commands::print_usage("alarm"),
     };
     let verb = if disarm { "disarm" } else { "list" };
     if !args.is_empty() {

@@ -38,14 +38,7 @@ pub fn snapshot(g: &GlobalArgs, a: SnapshotArgs, timeout_given: bool) -> Result<
         Some(SnapshotCommand::Save(a)) => save(g, &a.args, timeout_given),
         Some(SnapshotCommand::Status(a)) => status(g, &a.args),
         Some(SnapshotCommand::Restore(a)) => restore(a),
-        Some(SnapshotCommand::Other(_)) | None => {
-            use clap::CommandFactory;
-            let mut cmd = super::args::Cli::command();
-            cmd.build();
-            let help = cmd.find_subcommand_mut("snapshot").map(|c| c.render_help().to_string()).unwrap_or_default();
-            print_out(help.as_bytes());
-            Ok(())
-        }
+        Some(SnapshotCommand::Other(_)) | None => super::commands::print_usage("snapshot"),
     }
 }
 
