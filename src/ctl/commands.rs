@@ -33,14 +33,17 @@ const STEADCTL_COMMANDS: &[&str] = &[
     "get", "put", "del", "txn", "compaction", "alarm", "defrag", "endpoint", "move-leader", "watch", "lease", "member",
     "snapshot", "lock", "elect", "version", "auth", "user", "role",
 ];
-/// etcdctl's `user`, `role` and `auth` subcommands in registration order.
-const USER_COMMANDS: &[&str] = &["add", "delete", "get", "list", "passwd", "grant-role", "revoke-role"];
-const ROLE_COMMANDS: &[&str] = &["add", "delete", "get", "list", "grant-permission", "revoke-permission"];
-const AUTH_COMMANDS: &[&str] = &["enable", "disable", "status"];
-/// etcdctl's `member` subcommands in registration order (cobra prefix-matches them too).
-const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
-/// etcdctl's `lease` subcommands in registration order.
-const LEASE_COMMANDS: &[&str] = &["grant", "revoke", "timetolive", "list", "keep-alive"];
+/// etcdctl's command groups and their subcommands, each in etcdctl's
+/// registration order (cobra prefix-matches subcommands too).
+const SUBCOMMANDS: &[(&str, &[&str])] = &[
+    ("member", &["add", "remove", "update", "list", "promote"]),
+    ("lease", &["grant", "revoke", "timetolive", "list", "keep-alive"]),
+    ("user", &["add", "delete", "get", "list", "passwd", "grant-role", "revoke-role"]),
+    ("role", &["add", "delete", "get", "list", "grant-permission", "revoke-permission"]),
+    ("auth", &["enable", "disable", "status"]),
+    ("alarm", &["disarm", "list"]),
+    ("snapshot", &["save", "restore", "status"]),
+];
 /// Global flags that take a separate value (`--endpoints X`), for finding the command word.
 const VALUE_FLAGS: &[&str] = &[
     "--endpoints", "-w", "--write-out", "--dial-timeout", "--command-timeout", "--keepalive-time",
@@ -178,22 +181,8 @@ fn resolve_command_prefix(argv: &mut [OsString]) {
                 _ => return,
             }
         }
-        if argv[i] == "member" {
-            resolve_subcommand_prefix(&mut argv[i + 1..], MEMBER_COMMANDS);
-        }
-        if argv[i] == "lease" {
-            resolve_subcommand_prefix(&mut argv[i + 1..], LEASE_COMMANDS);
-        }
-        for (command, subcommands) in [("user", USER_COMMANDS), ("role", ROLE_COMMANDS), ("auth", AUTH_COMMANDS)] {
-            if argv[i] == command {
-                resolve_subcommand_prefix(&mut argv[i + 1..], subcommands);
-            }
-        }
-        if argv[i] == "alarm" {
-            resolve_subcommand_prefix(&mut argv[i + 1..], &["disarm", "list"]);
-        }
-        if argv[i] == "snapshot" {
-            resolve_subcommand_prefix(&mut argv[i + 1..], &["save", "restore", "status"]);
+        if let Some((_, subcommands)) = SUBCOMMANDS.iter().find(|(command, _)| argv[i] == *command) {
+            resolve_subcommand_prefix(&mut argv[i + 1..], subcommands);
         }
         return;
     }
