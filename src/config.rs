@@ -69,6 +69,8 @@ pub struct Flags {
     pub snapshot_count: Option<String>,
     #[arg(long = "quota-backend-bytes")]
     pub quota_backend_bytes: Option<String>,
+    #[arg(long = "backend-cache-bytes")]
+    pub backend_cache_bytes: Option<String>,
     #[arg(long = "max-request-bytes")]
     pub max_request_bytes: Option<String>,
     #[arg(long = "max-txn-ops")]
@@ -96,7 +98,7 @@ pub struct Flags {
 impl Flags {
     /// The flags given, as (config key, value), in the order of `KEYS`.
     fn given(&self) -> Vec<(&'static str, String)> {
-        let all: [(&'static str, &Option<String>); 25] = [
+        let all: [(&'static str, &Option<String>); 26] = [
             ("name", &self.name),
             ("data-dir", &self.data_dir),
             ("listen-client-urls", &self.listen_client_urls),
@@ -110,6 +112,7 @@ impl Flags {
             ("election-timeout", &self.election_timeout),
             ("snapshot-count", &self.snapshot_count),
             ("quota-backend-bytes", &self.quota_backend_bytes),
+            ("backend-cache-bytes", &self.backend_cache_bytes),
             ("max-request-bytes", &self.max_request_bytes),
             ("max-txn-ops", &self.max_txn_ops),
             ("auto-compaction-mode", &self.auto_compaction_mode),
@@ -192,6 +195,10 @@ pub struct Settings {
     /// `--quota-backend-bytes` as etcd reads it: 0 the default (2 GiB), negative
     /// no quota.
     pub quota_backend_bytes: i64,
+    /// `--backend-cache-bytes` (stead's own): the backend's page cache budget.
+    /// Small by default: the key index is in memory and the OS page cache holds
+    /// the database file, so this cache only saves decoding hot pages.
+    pub backend_cache_bytes: u64,
     pub max_txn_ops: usize,
     pub auto_compaction: crate::compactor::AutoCompaction,
     pub log_level: String,
@@ -248,6 +255,7 @@ struct RawSettings {
     election_timeout: u64,
     snapshot_count: u64,
     quota_backend_bytes: i64,
+    backend_cache_bytes: u64,
     max_request_bytes: u64,
     max_txn_ops: u64,
     auto_compaction_mode: String,
@@ -278,6 +286,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("election-timeout", "1000"),
     ("snapshot-count", "100000"),
     ("quota-backend-bytes", "0"),
+    ("backend-cache-bytes", "16777216"),
     ("max-request-bytes", "1572864"),
     ("max-txn-ops", "128"),
     ("auto-compaction-mode", "periodic"),
@@ -291,6 +300,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     // etcd's default: math.MaxUint32.
     ("max-concurrent-streams", "4294967295"),
 ];
+
+/// Below this, the backend would decode pages on almost every access.
+const MIN_BACKEND_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// Keys that only make sense with a value: `data-dir` and `initial-cluster` have
 /// defaults derived from other keys.
@@ -494,6 +506,9 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     if raw.snapshot_count == 0 {
         return Err(bad("snapshot-count", "must be at least 1".into()));
     }
+    if raw.backend_cache_bytes < MIN_BACKEND_CACHE_BYTES {
+        return Err(bad("backend-cache-bytes", format!("must be at least {MIN_BACKEND_CACHE_BYTES} (1 MiB)")));
+    }
     if raw.max_request_bytes == 0 {
         return Err(bad("max-request-bytes", "must be at least 1".into()));
     }
@@ -545,6 +560,7 @@ fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         max_request_bytes: raw.max_request_bytes as usize,
         max_txn_ops: raw.max_txn_ops as usize,
         quota_backend_bytes: raw.quota_backend_bytes,
+        backend_cache_bytes: raw.backend_cache_bytes,
         auto_compaction,
         log_level,
         log_format,
@@ -743,6 +759,15 @@ initial-advertise-peer-urls = "http://127.0.0.1:22380"
         std::fs::write(&path, "heartbeat-interval = \"fast\"\n").unwrap();
         let e = load(&["--config", path.to_str().unwrap()], &[]).unwrap_err();
         assert!(e.contains("heartbeat-interval"), "{e}");
+    }
+
+    #[test]
+    fn backend_cache_bytes_has_a_floor() {
+        assert_eq!(load(&[], &[]).unwrap().backend_cache_bytes, crate::storage::backend::DEFAULT_CACHE_BYTES);
+        let s = load(&["--backend-cache-bytes", "268435456"], &[]).unwrap();
+        assert_eq!(s.backend_cache_bytes, 256 << 20);
+        let e = load(&["--backend-cache-bytes", "4096"], &[]).unwrap_err();
+        assert!(e.contains("backend-cache-bytes") && e.contains("1 MiB"), "{e}");
     }
 
     #[test]

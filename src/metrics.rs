@@ -21,8 +21,11 @@
 //!   heartbeat's send to its answer (the leader's view of each follower).
 //! - `LeaseActor`: `etcd_debugging_lease_{granted,revoked}_total` (as applied on
 //!   this member) and `…_renewed_total` (renewals this member led).
-//! - The JSON gateway: `grpc_server_{started,handled}_total` (etcd's gateway calls
-//!   its gRPC server, so etcd counts gateway requests there too).
+//! - gRPC and the JSON gateway: `grpc_server_{started,handled}_total` and
+//!   `grpc_server_handling_seconds` per unary RPC (etcd's gateway calls its gRPC
+//!   server, so etcd counts gateway requests there too; etcd exports the
+//!   histogram with `--metrics=extensive`, stead always).
+//! - `RaftActor`: `stead_raft_log_entries`, the in-memory log's length.
 //! - Every actor (raft, store, wal, lease, watch, auth, and one `peer-<id>` per
 //!   peer link): `stead_actor_messages_total{actor,message}`,
 //!   `stead_actor_handle_seconds{actor}`, and from a probe each actor sends
@@ -107,7 +110,9 @@ pub struct MetricSet {
     // go-grpc-prometheus's, as etcd exports them
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
+    grpc_handling_seconds: HistogramVec,
     // stead's own
+    raft_log_entries: IntGauge,
     actor_messages: IntCounterVec,
     actor_handle_seconds: HistogramVec,
     actor_mailbox_depth: IntGaugeVec,
@@ -204,6 +209,19 @@ impl Metrics {
                 Opts::new("grpc_server_handled_total", "Total number of RPCs completed on the server, regardless of success or failure."),
                 &["grpc_code", "grpc_method", "grpc_service", "grpc_type"]
             ),
+            grpc_handling_seconds: vec_metric!(
+                HistogramVec,
+                HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server."
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+                &["grpc_method", "grpc_service", "grpc_type"]
+            ),
+            raft_log_entries: metric!(
+                IntGauge,
+                o("stead", "raft", "log_entries", "Entries the in-memory Raft log holds (the tail kept for lagging followers, and entries not yet flushed to the backend).")
+            ),
             actor_messages: vec_metric!(
                 IntCounterVec,
                 o("stead", "actor", "messages_total", "Messages an actor has handled, by actor and message type."),
@@ -257,9 +275,17 @@ impl Metrics {
         self.grpc_started.with_label_values(&[rpc.method, rpc.service, "unary"]).inc();
     }
 
-    /// A unary RPC finished with `code` (gRPC's code name: `OK`, `InvalidArgument`, …).
-    pub fn rpc_handled(&self, rpc: Rpc, code: &str) {
+    /// A unary RPC started at `started` finished with `code` (gRPC's code name:
+    /// `OK`, `InvalidArgument`, …).
+    pub fn rpc_handled(&self, rpc: Rpc, code: &str, started: Instant) {
         self.grpc_handled.with_label_values(&[code, rpc.method, rpc.service, "unary"]).inc();
+        let seconds = self.grpc_handling_seconds.with_label_values(&[rpc.method, rpc.service, "unary"]);
+        observe(&seconds, started.elapsed());
+    }
+
+    /// The in-memory Raft log's length (`stead_raft_log_entries`).
+    pub fn set_raft_log_entries(&self, entries: u64) {
+        self.raft_log_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// A proposal accepted by Raft and waiting to be applied: counted in
@@ -521,7 +547,7 @@ mod tests {
         m.count_mvcc(MvccOps { puts: 1, ..Default::default() });
         m.count_mvcc(MvccOps { puts: 2, ranges: 1, deletes: 0 });
         m.rpc_started(Rpc { service: "etcdserverpb.KV", method: "Put" });
-        m.rpc_handled(Rpc { service: "etcdserverpb.KV", method: "Put" }, "OK");
+        m.rpc_handled(Rpc { service: "etcdserverpb.KV", method: "Put" }, "OK", Instant::now());
         let text = m.encode();
         assert!(text.contains("# TYPE etcd_server_has_leader gauge"), "{text}");
         assert!(text.contains("# TYPE etcd_server_leader_changes_seen_total counter"), "{text}");

@@ -85,7 +85,8 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let peer_listener =
         std::net::TcpListener::bind(peer_addr).map_err(|source| NodeError::Listen { addr: peer_addr, source })?;
 
-    let backend = SledBackend::open(&db_dir).map_err(|e| NodeError::Backend(e.to_string()))?;
+    let sled_options = crate::storage::backend::SledOptions { cache_capacity_bytes: settings.backend_cache_bytes };
+    let backend = SledBackend::open_with(&db_dir, sled_options).map_err(|e| NodeError::Backend(e.to_string()))?;
     let store = MvccStore::open(Arc::new(backend)).map_err(|e| NodeError::Backend(e.to_string()))?;
     let applied = store.consistent_index();
     let members = Members::load(&**store.backend()).map_err(|e| NodeError::Backend(e.to_string()))?;
@@ -330,7 +331,9 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let raft_arbiter = Arbiter::new();
     let peer_arbiter = Arbiter::new().handle();
     let store_arbiter = Arbiter::new().handle();
-    let wal_arbiter = Arbiter::new().handle();
+    // The WAL actor never waits on its loop, and shares the Raft actor's: a
+    // write's hand-off to it and back is then no thread switch.
+    let wal_arbiter = raft_arbiter.handle();
     // The watch hub starts first: the store is created with its address.
     let watch_arbiter = Arbiter::new().handle();
     let hub_config = HubConfig::new(settings.max_request_bytes);
@@ -402,6 +405,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             members: boot_members,
             tick_interval: tick,
             max_request_bytes,
+            log_catch_up_entries: snapshot_count.min(crate::actors::raft::LOG_CATCH_UP_ENTRIES),
             boot_millis,
             applied_index: applied,
             ready_notice: ready_tx,

@@ -95,6 +95,15 @@ fn metrics_move_with_traffic() {
     assert_eq!(rpc("OK", "Put"), 5.0, "{after}");
     assert_eq!(rpc("InvalidArgument", "Put"), 1.0, "{after}");
     assert_eq!(rpc("OK", "Txn"), 1.0, "{after}");
+    // Every handled RPC is also timed: 5 OK puts and the refused one.
+    let timed = |method: &str| {
+        let line = format!(
+            "grpc_server_handling_seconds_count{{grpc_method=\"{method}\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}}"
+        );
+        labelled(&after, &line) - labelled(&before, &line)
+    };
+    assert_eq!(timed("Put"), 6.0, "{after}");
+    assert_eq!(timed("Range"), 2.0, "{after}");
 
     // Every instrumented actor, by message.
     for (actor, message) in [("raft", "Propose"), ("raft", "Persisted"), ("store", "Apply"), ("store", "Read"), ("wal", "Append")] {
@@ -222,5 +231,46 @@ fn lease_counters_move_with_lease_traffic() {
     };
     for name in ["etcd_debugging_lease_granted_total", "etcd_debugging_lease_renewed_total", "etcd_debugging_lease_revoked_total"] {
         assert_eq!(moved(name, &after), 1.0, "{name} in:\n{after}");
+    }
+}
+
+/// The in-memory Raft log keeps only a tail once the backend is flushed, however
+/// large `--snapshot-count` is: after 6,500 writes it holds at most the 5,000
+/// catch-up entries and what the next flush (every second) has not covered.
+#[test]
+fn the_in_memory_raft_log_stays_bounded() {
+    use stead::proto::etcdserverpb::kv_client::KvClient;
+    const WRITES: usize = 6500;
+    const CATCH_UP: f64 = 5000.0;
+    let s = Server::start(&[]);
+    let endpoint = s.endpoint.clone();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+        let writers = (0..16).map(|w| {
+            let mut kv = KvClient::new(channel.clone());
+            async move {
+                for i in (w..WRITES).step_by(16) {
+                    let put = stead::proto::etcdserverpb::PutRequest {
+                        key: format!("k{i}").into_bytes(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    };
+                    kv.put(put).await.expect("gRPC put");
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+    });
+    // The writes alone are more entries than the tail: only trimming gets below.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(&s);
+        let entries = value(&text, "stead_raft_log_entries");
+        assert!(value(&text, "etcd_server_proposals_applied_total") >= WRITES as f64, "{text}");
+        if entries <= CATCH_UP {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the in-memory log still holds {entries} entries");
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

@@ -29,6 +29,11 @@ use crate::net::peer::{
 use crate::proto::etcdserverpb as pb;
 use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode, Role};
 
+/// Most entries the in-memory log keeps behind the durable index for followers
+/// that lag a little (etcd's `SnapshotCatchUpEntries`); fewer when
+/// `--snapshot-count` is smaller (see `RaftWiring::log_catch_up_entries`).
+pub const LOG_CATCH_UP_ENTRIES: u64 = 5000;
+
 /// A client write to replicate. Answered once the entry is in the local log (or
 /// refused); the applied result goes to `responder` later.
 #[derive(Message)]
@@ -109,6 +114,9 @@ pub struct RaftWiring {
     pub members: Vec<pb::Member>,
     pub tick_interval: Duration,
     pub max_request_bytes: usize,
+    /// Entries the in-memory log keeps behind the backend's durable index: a
+    /// follower further behind is sent a snapshot.
+    pub log_catch_up_entries: u64,
     /// Wall-clock milliseconds at boot: seeds request ids (never a decision).
     pub boot_millis: u64,
     /// The backend's consistent index at boot.
@@ -140,6 +148,7 @@ pub struct RaftActor {
     transfer_waiters: Vec<(NodeId, oneshot::Sender<Result<(), RequestError>>)>,
     tick_interval: Duration,
     max_request_bytes: usize,
+    log_catch_up_entries: u64,
     /// Request ids: this member's low 16 bits, then a counter seeded from the boot
     /// time, so ids stay unique across restarts (as etcd's idutil).
     next_request_id: u64,
@@ -222,6 +231,7 @@ impl RaftActor {
             transfer_waiters: Vec::new(),
             tick_interval: w.tick_interval,
             max_request_bytes: w.max_request_bytes,
+            log_catch_up_entries: w.log_catch_up_entries,
             next_request_id: ((w.member_id & 0xffff) << 48) | ((w.boot_millis & 0xff_ffff_ffff) << 8),
             read_waiters: HashMap::new(),
             next_read_ctx: 1,
@@ -291,6 +301,7 @@ impl RaftActor {
             }
         }
         self.metrics.proposals_committed.set(i64::try_from(self.node.commit_index()).unwrap_or(i64::MAX));
+        self.metrics.set_raft_log_entries(self.node.last_index() - self.node.snapshot_index());
     }
 
     /// Hands each message to the link of the member it is for, one batch per peer.
@@ -628,13 +639,23 @@ impl Handler<DurableTo> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: DurableTo, _: &mut Context<Self>) {
         let _t = self.instruments.handling("DurableTo");
-        // The backend holds everything up to `index`: the log before it is only
-        // needed by followers that lag (the core keeps what it retains) and the
-        // WAL may drop whole segments before a snapshot marker there.
-        match self.node.compact(msg.index) {
-            Ok(meta) => self.wal.do_send(SaveSnapshot { meta }),
-            // Already compacted there, or not applied yet: nothing to release now.
-            Err(e) => tracing::debug!("no WAL release at {}: {e}", msg.index),
+        // The backend holds everything up to `index`. The WAL may drop whole
+        // segments before a snapshot marker there (every `snapshot-count`
+        // entries); the in-memory log keeps only a tail for lagging followers
+        // (one further behind gets a snapshot), so its memory does not grow
+        // with `snapshot-count`.
+        if msg.release_wal {
+            match self.node.snapshot_meta_at(msg.index) {
+                Ok(meta) => self.wal.do_send(SaveSnapshot { meta }),
+                // Already compacted there, or not applied yet: nothing to release now.
+                Err(e) => tracing::debug!("no WAL release at {}: {e}", msg.index),
+            }
+        }
+        let keep_from = msg.index.saturating_sub(self.log_catch_up_entries);
+        if keep_from > self.node.snapshot_meta().index {
+            if let Err(e) = self.node.compact(keep_from) {
+                tracing::debug!("in-memory log not trimmed at {keep_from}: {e}");
+            }
         }
     }
 }

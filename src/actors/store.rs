@@ -90,12 +90,15 @@ pub struct AppliedTo {
     pub index: u64,
 }
 
-/// Sent to the Raft actor: the backend is durable up to `index` (flushed), so the
-/// WAL before it may be released.
+/// Sent to the Raft actor after every flush: the backend is durable up to
+/// `index`, so the in-memory log before it is only needed by lagging followers.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DurableTo {
     pub index: u64,
+    /// `snapshot-count` entries have applied since the last release: the WAL
+    /// may record a snapshot marker at `index` and drop the segments before it.
+    pub release_wal: bool,
 }
 
 /// Sent to the Raft actor: the member table after a change (peer links follow it).
@@ -481,9 +484,10 @@ impl StoreActor {
         }
     }
 
-    /// Flushes the backend on a blocking-pool thread (never on this event loop).
-    /// Once it is durable past `snapshot_count` entries since the last snapshot,
-    /// tells Raft, which compacts its log and lets the WAL release segments.
+    /// Flushes the backend on a blocking-pool thread (never on this event loop)
+    /// and tells Raft how far it is durable (`DurableTo`): Raft trims its
+    /// in-memory log, and every `snapshot_count` entries lets the WAL release
+    /// segments.
     fn flush_backend(&mut self, ctx: &mut Context<Self>) {
         // What the backend holds once this flush returns; later applies may still
         // be staged in memory.
@@ -502,10 +506,11 @@ impl StoreActor {
                 Ok(Ok(db_size)) => {
                     act.metrics.db_total_size_bytes.set(i64::try_from(db_size).unwrap_or(i64::MAX));
                     act.flushed_index = index;
-                    if index >= act.snapshot_index + act.snapshot_count {
+                    let release_wal = index >= act.snapshot_index + act.snapshot_count;
+                    if release_wal {
                         act.snapshot_index = index;
-                        act.peers.durable.do_send(DurableTo { index });
                     }
+                    act.peers.durable.do_send(DurableTo { index, release_wal });
                 }
                 Ok(Err(e)) => panic!("backend flush failed: {e}"),
                 Err(e) => panic!("backend flush task failed: {e}"),

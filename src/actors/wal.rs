@@ -2,15 +2,19 @@
 //! WAL writer thread (`storage::wal::WalWriter`: group commit, one fdatasync per
 //! batch) and answers the Raft actor with `Persisted` once the append is durable.
 //!
-//! It never writes or syncs on its own event loop. It runs on an arbiter of its own,
-//! so that when the writer's bounded queue is full, the wait for room (the
-//! back-pressure) holds up only this actor.
+//! It never writes, syncs or waits on its event loop, so it can share the Raft
+//! actor's arbiter (one thread hand-off fewer on every write): when the writer's
+//! bounded queue is full, later writes wait in this actor's backlog, in order,
+//! and go to the writer as it makes room.
+
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::metrics::ActorMetrics;
 use crate::raft::{Entry, HardState, Message, PersistAck, SnapshotMeta};
-use crate::storage::wal::{WalPersisted, WalWrite, WalWriter};
+use crate::storage::wal::{SubmitError, WalPersisted, WalWrite, WalWriter};
 
 /// A Ready's durable part, plus what may be sent only once it is durable.
 #[derive(Message)]
@@ -41,15 +45,21 @@ pub struct Persisted {
     pub after_persist: Vec<Message>,
 }
 
+/// How often a backlog retries the writer's queue: well under one fdatasync, so
+/// a full queue costs the writer no idle time.
+const BACKLOG_RETRY: Duration = Duration::from_micros(200);
+
 pub struct WalActor {
     writer: WalWriter,
     raft: Recipient<Persisted>,
     instruments: ActorMetrics,
+    /// Writes the writer's queue had no room for, oldest first.
+    backlog: VecDeque<WalWrite>,
 }
 
 impl WalActor {
     pub fn new(writer: WalWriter, raft: Recipient<Persisted>) -> Self {
-        WalActor { writer, raft, instruments: ActorMetrics::detached("wal") }
+        WalActor { writer, raft, instruments: ActorMetrics::detached("wal"), backlog: VecDeque::new() }
     }
 
     /// Counts and times this actor's messages in the member's metrics.
@@ -58,10 +68,28 @@ impl WalActor {
         self
     }
 
-    fn submit(&self, write: WalWrite) {
-        // Blocks while the writer's queue is full: back-pressure on the log.
-        if let Err(e) = self.writer.submit(write) {
-            panic!("the WAL writer is gone ({e:?}); stopping");
+    /// Queues `write` behind any backlog: the log is written in submission order.
+    fn submit(&mut self, write: WalWrite, ctx: &mut Context<Self>) {
+        let was_empty = self.backlog.is_empty();
+        self.backlog.push_back(write);
+        if was_empty {
+            self.drain_backlog(ctx);
+        }
+    }
+
+    /// Hands the backlog to the writer until its queue is full, then tries again
+    /// shortly.
+    fn drain_backlog(&mut self, ctx: &mut Context<Self>) {
+        while let Some(write) = self.backlog.pop_front() {
+            match self.writer.try_submit(write) {
+                Ok(()) => {}
+                Err(SubmitError::Full(write)) => {
+                    self.backlog.push_front(*write);
+                    ctx.run_later(BACKLOG_RETRY, |actor, ctx| actor.drain_backlog(ctx));
+                    return;
+                }
+                Err(SubmitError::Disconnected(_)) => panic!("the WAL writer is gone; stopping"),
+            }
         }
     }
 }
@@ -86,7 +114,7 @@ fn must_succeed(result: Result<WalPersisted, crate::storage::wal::WalError>) -> 
 
 impl Handler<Append> for WalActor {
     type Result = ();
-    fn handle(&mut self, msg: Append, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) {
         let _t = self.instruments.handling("Append");
         let raft = self.raft.clone();
         let (ack, after_persist) = (msg.ack, msg.after_persist);
@@ -96,13 +124,13 @@ impl Handler<Append> for WalActor {
         });
         let mut write = WalWrite::append(msg.entries, msg.hard_state, done);
         write.snapshot = msg.snapshot;
-        self.submit(write);
+        self.submit(write, ctx);
     }
 }
 
 impl Handler<SaveSnapshot> for WalActor {
     type Result = ();
-    fn handle(&mut self, msg: SaveSnapshot, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SaveSnapshot, ctx: &mut Context<Self>) {
         let _t = self.instruments.handling("SaveSnapshot");
         let index = msg.meta.index;
         let write = WalWrite {
@@ -115,6 +143,6 @@ impl Handler<SaveSnapshot> for WalActor {
                 tracing::info!("saved snapshot marker at index {index}; released older WAL segments");
             }),
         };
-        self.submit(write);
+        self.submit(write, ctx);
     }
 }

@@ -115,8 +115,9 @@ where
 {
     let metrics = service.metrics().clone();
     metrics.rpc_started(rpc);
+    let started = std::time::Instant::now();
     let (response, code) = unary_call(service, payload, call).await;
-    metrics.rpc_handled(rpc, code);
+    metrics.rpc_handled(rpc, code, started);
     response
 }
 

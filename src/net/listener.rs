@@ -237,6 +237,7 @@ where
             self.metrics.rpc_started(rpc);
         }
         let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let mut response = answer.await?;
@@ -249,7 +250,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
                     .unwrap_or(0);
-                metrics.rpc_handled(rpc, crate::metrics::grpc_code_name(code));
+                metrics.rpc_handled(rpc, crate::metrics::grpc_code_name(code), started);
             }
             Ok(response)
         })

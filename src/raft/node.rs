@@ -704,6 +704,22 @@ impl RaftNode {
     /// Drop the log up to `index`, which the caller's state machine snapshot
     /// covers. Returns the metadata to store with that snapshot.
     pub fn compact(&mut self, index: u64) -> Result<SnapshotMeta, RaftError> {
+        let meta = self.snapshot_meta_at(index)?;
+        let SnapshotMeta { index, term, .. } = meta;
+        self.log.compact_to(index, term);
+        let keep_from = self
+            .conf_history
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
+        self.conf_history.drain(..keep_from);
+        Ok(meta)
+    }
+
+    /// The metadata a snapshot of the state machine at the applied `index` would
+    /// carry (term and membership there), without compacting: `index` must still
+    /// be in the log.
+    pub fn snapshot_meta_at(&self, index: u64) -> Result<SnapshotMeta, RaftError> {
         let snapshot_index = self.log.snapshot_index();
         if index <= snapshot_index {
             return Err(RaftError::Compacted { snapshot_index });
@@ -718,15 +734,7 @@ impl RaftNode {
             .log
             .term(index)
             .expect("raft: applied entry missing from the log");
-        let conf = self.conf_at(index);
-        self.log.compact_to(index, term);
-        let keep_from = self
-            .conf_history
-            .iter()
-            .rposition(|(i, _)| *i <= index)
-            .unwrap_or(0);
-        self.conf_history.drain(..keep_from);
-        Ok(SnapshotMeta { index, term, conf })
+        Ok(SnapshotMeta { index, term, conf: self.conf_at(index) })
     }
 
     /// The metadata of the current log base (the last compaction or installed

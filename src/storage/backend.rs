@@ -238,12 +238,15 @@ pub struct SledOptions {
     pub cache_capacity_bytes: u64,
 }
 
+/// The default page cache budget (`--backend-cache-bytes`). sled's own default
+/// is 1 GiB; a member needs far less: the key index lives in memory, and the OS
+/// page cache holds the file, so a miss costs decoding a page, not a disk read.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Default for SledOptions {
     fn default() -> Self {
-        // sled's own default is 1 GiB; a member should not need that much to serve
-        // its hot set, and the key index already lives in memory.
         Self {
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            cache_capacity_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
