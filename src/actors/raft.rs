@@ -16,7 +16,7 @@ use prost::Message as _;
 use tokio::sync::oneshot;
 
 use crate::actors::store::{
-    AppliedTo, Apply, AwaitApply, DumpSnapshot, DurableTo, InstallSnapshot, MembersChanged, Responder, StoreActor,
+    AppliedTo, Apply, DumpSnapshot, DurableTo, InstallSnapshot, MembersChanged, Responder, StoreActor,
 };
 use crate::actors::wal::{Append, Persisted, SaveSnapshot, WalActor};
 use crate::error::RequestError;
@@ -149,6 +149,8 @@ pub struct RaftActor {
     tick_interval: Duration,
     max_request_bytes: usize,
     log_catch_up_entries: u64,
+    /// Clients of requests proposed since the last `Apply` (see `Apply::responders`).
+    awaiting: Vec<(u64, Responder)>,
     /// Request ids: this member's low 16 bits, then a counter seeded from the boot
     /// time, so ids stay unique across restarts (as etcd's idutil).
     next_request_id: u64,
@@ -232,6 +234,7 @@ impl RaftActor {
             tick_interval: w.tick_interval,
             max_request_bytes: w.max_request_bytes,
             log_catch_up_entries: w.log_catch_up_entries,
+            awaiting: Vec::new(),
             next_request_id: ((w.member_id & 0xffff) << 48) | ((w.boot_millis & 0xff_ffff_ffff) << 8),
             read_waiters: HashMap::new(),
             next_read_ctx: 1,
@@ -292,7 +295,8 @@ impl RaftActor {
             }
             if let Some(last) = ready.committed.last() {
                 self.handed_out = self.handed_out.max(last.index);
-                self.store.do_send(Apply { entries: ready.committed, term: self.node.term() });
+                let responders = std::mem::take(&mut self.awaiting);
+                self.store.do_send(Apply { entries: ready.committed, term: self.node.term(), responders });
             }
             for rs in ready.read_states {
                 if let Some(w) = self.read_waiters.remove(&rs.ctx) {
@@ -460,6 +464,8 @@ impl Actor for RaftActor {
         ctx.run_interval(self.tick_interval, |act, _| {
             let _t = act.instruments.handling("Tick");
             act.node.tick();
+            // Clients that gave up while nothing applied (no leader) go now.
+            act.awaiting.retain(|(_, responder)| !responder.is_closed());
             act.drive();
         });
         self.drive_soon(ctx);
@@ -506,9 +512,8 @@ impl Handler<Propose> for RaftActor {
             return Err(RequestError::RequestTooLarge);
         }
         self.node.propose(data).map_err(Self::proposal_error)?;
-        // Registered before the entry can commit: this actor's messages to the
-        // store arrive in the order they were sent.
-        self.store.do_send(AwaitApply { id, responder: msg.responder });
+        // Goes to the store with the next `Apply`, before the entry can commit.
+        self.awaiting.push((id, msg.responder));
         self.drive_soon(ctx);
         Ok(())
     }
@@ -557,7 +562,7 @@ impl Handler<ChangeMembership> for RaftActor {
             RaftError::NoLeader => RequestError::NoLeader,
             other => RequestError::Internal(format!("etcdserver: {other}")),
         })?;
-        self.store.do_send(AwaitApply { id: request_id, responder: msg.responder });
+        self.awaiting.push((request_id, msg.responder));
         self.drive_soon(ctx);
         Ok(id)
     }

@@ -33,7 +33,9 @@
 //! memory budget must cap unlimited ranges).
 //!
 //! # Durability
-//! A commit hands one batch to the backend and never flushes. The store actor runs
+//! A commit hands one batch to the backend and never flushes; an [`ApplyBatch`]
+//! may instead leave its changes staged ([`ApplyBatch::stage`]) for a later
+//! write to carry, with the consistent index they advance. The store actor runs
 //! `backend().flush()` on another thread; the WAL up to the
 //! [`MvccStore::written_consistent_index`] read *before* that flush started may be
 //! released once it returns. A failed backend write poisons the store (every call
@@ -681,6 +683,12 @@ impl MvccStore {
     /// reach the backend as one batch when the apply batch finishes.
     pub fn apply_batch(&mut self) -> ApplyBatch<'_> {
         ApplyBatch { store: self }
+    }
+
+    /// Writes everything apply batches left staged (see [`ApplyBatch::stage`])
+    /// as one backend batch; returns the consistent index written.
+    pub fn write_staged_now(&mut self) -> Result<u64, MvccError> {
+        self.write_staged()
     }
 
     /// Records that entry `index` was applied without changing any key, in one
@@ -1350,6 +1358,12 @@ impl ApplyBatch<'_> {
     pub fn finish(self) -> Result<u64, MvccError> {
         self.store.write_staged()
     }
+
+    /// Ends the batch without writing: its changes stay staged (reads see them)
+    /// and reach the backend, in order and with their consistent index, in the
+    /// store's next write (for example [`MvccStore::write_staged_now`]), so
+    /// several apply batches can share one backend batch.
+    pub fn stage(self) {}
 }
 
 // ---------------------------------------------------------------------------------
