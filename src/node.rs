@@ -337,9 +337,15 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // The watch hub starts first: the store is created with its address.
     let watch_arbiter = Arbiter::new().handle();
     let hub_config = HubConfig::new(settings.max_request_bytes);
+    // Set by the hub while a watcher wants `prev_kv`: only then do puts read the
+    // values they replace.
+    let prev_kv_wanted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hub = {
         let metrics = metrics.clone();
-        WatchHub::start_in_arbiter(&watch_arbiter, move |_| WatchHub::new(hub_config).with_metrics(&metrics))
+        let flag = prev_kv_wanted.clone();
+        WatchHub::start_in_arbiter(&watch_arbiter, move |_| {
+            WatchHub::new(hub_config).with_metrics(&metrics).with_prev_kv_flag(flag)
+        })
     };
     let hub_recipient = hub.clone().recipient();
     let auth_enabled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -391,7 +397,9 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         let store_metrics = actor_metrics.clone();
         let store_addr =
             StoreActor::start_in_arbiter(&store_arbiter, move |_| {
-                StoreActor::new(store, members, initial_members, ids, snapshot_count, peers).with_metrics(store_metrics)
+                StoreActor::new(store, members, initial_members, ids, snapshot_count, peers)
+                    .with_metrics(store_metrics)
+                    .with_prev_kv_flag(prev_kv_wanted)
             });
         let _ = store_tx.send(store_addr.clone());
         let wiring = RaftWiring {

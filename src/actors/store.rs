@@ -32,9 +32,12 @@ fn fault(index: u64, e: crate::storage::mvcc::MvccError) -> ! {
 
 /// How often the backend is made durable when nothing else asks for it.
 const BACKEND_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long applied changes may stay staged before they are written to the
-/// backend (see `StoreActor::write_staged`).
+/// How long applied changes stay staged before the next apply writes them to the
+/// backend (see `StoreActor::write_staged_when_due`).
 const BACKEND_BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// When applies stop, the last staged changes are written this long after they
+/// were first staged (etcd's backend batch interval).
+const BACKEND_BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where an applied result goes: the client waiting on the proposal.
 pub type Responder = oneshot::Sender<Result<Response, RequestError>>;
@@ -130,6 +133,9 @@ pub struct GetMembers;
 pub struct Committed {
     pub revision: i64,
     pub events: Vec<mvcc::Event>,
+    /// Whether the puts' events carry the values they replaced (`prev_kv`): the
+    /// store reads them only while some watcher wants them.
+    pub prevs_read: bool,
 }
 
 /// Whole revisions of history from `from_revision` on, at most about
@@ -224,8 +230,10 @@ pub struct StoreActor {
     /// Where the last snapshot (WAL release point) was reported.
     snapshot_index: u64,
     flushing: bool,
-    /// A write of staged applies is due (`schedule_staged_write`).
-    write_scheduled: bool,
+    /// When the oldest change not yet written to the backend was staged.
+    staged_since: Option<std::time::Instant>,
+    /// The watch hub's "some watcher wants `prev_kv`" (see `with_prev_kv_flag`).
+    prev_kv_wanted: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     metrics: Metrics,
     instruments: ActorMetrics,
 }
@@ -261,7 +269,8 @@ impl StoreActor {
             flushed_index: applied_index,
             snapshot_index: applied_index,
             flushing: false,
-            write_scheduled: false,
+            staged_since: None,
+            prev_kv_wanted: None,
             instruments: ActorMetrics::detached("store"),
             metrics: Metrics::new(),
         }
@@ -272,6 +281,13 @@ impl StoreActor {
         self.instruments = metrics.actor("store");
         self.metrics = metrics;
         self.refresh_gauges(true);
+        self
+    }
+
+    /// Puts read the values they replace only while `flag` (the watch hub's:
+    /// some watcher wants `prev_kv`) is set; without it they always do.
+    pub fn with_prev_kv_flag(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.prev_kv_wanted = Some(flag);
         self
     }
 
@@ -322,11 +338,11 @@ impl StoreActor {
     /// clients waiting on them.
     /// Writes what apply batches staged as one backend batch. Every backend
     /// batch costs sled two log buffer writes, each synced to disk, so applies
-    /// share one (written within `BACKEND_BATCH_INTERVAL`, as etcd commits bbolt
-    /// every 100 ms); reads see staged changes meanwhile. Nothing staged is
-    /// lost to a crash: the consistent index goes in the same batch, so a
-    /// restart replays the entries from the WAL.
+    /// share one (as etcd commits bbolt every 100 ms); reads see staged changes
+    /// meanwhile. Nothing staged is lost to a crash: the consistent index goes
+    /// in the same batch, so a restart replays the entries from the WAL.
     fn write_staged(&mut self) {
+        self.staged_since = None;
         let commit = self.metrics.backend_commit_seconds.start_timer();
         if let Err(e) = self.store.write_staged_now() {
             panic!("storage fault writing the apply batches up to index {}: {e}", self.applied_index);
@@ -334,17 +350,31 @@ impl StoreActor {
         commit.observe_duration();
     }
 
-    fn schedule_staged_write(&mut self, ctx: &mut Context<Self>) {
-        if !self.write_scheduled {
-            self.write_scheduled = true;
-            ctx.run_later(BACKEND_BATCH_INTERVAL, |act, _| {
-                act.write_scheduled = false;
-                act.write_staged();
-            });
+    /// After an apply, once changes have been staged for `BACKEND_BATCH_INTERVAL`:
+    /// written right after an apply, when its clients and watchers have their
+    /// answers and the next apply is least likely to be waiting. A timer writes
+    /// what is left when applies stop.
+    fn write_staged_when_due(&mut self, ctx: &mut Context<Self>) {
+        let now = std::time::Instant::now();
+        match self.staged_since {
+            None => {
+                self.staged_since = Some(now);
+                ctx.run_later(BACKEND_BATCH_DEADLINE, |act, _| {
+                    if act.staged_since.is_some_and(|since| since.elapsed() >= BACKEND_BATCH_DEADLINE) {
+                        act.write_staged();
+                    }
+                });
+            }
+            Some(since) if now.duration_since(since) >= BACKEND_BATCH_INTERVAL => self.write_staged(),
+            Some(_) => {}
         }
     }
 
     fn apply_entries(&mut self, entries: &[Entry]) {
+        if let Some(flag) = &self.prev_kv_wanted {
+            // Read once per batch: its `Committed` says which it was.
+            self.store.set_read_prevs(flag.load(std::sync::atomic::Ordering::Acquire));
+        }
         let mut answers = Vec::new();
         let mut members_changed = false;
         let mut auth_changed = false;
@@ -472,7 +502,8 @@ impl StoreActor {
         self.send_lease_changes();
         if !events.is_empty() {
             if let Some(watch) = &self.peers.watch {
-                watch.do_send(Committed { revision: self.store.current_revision(), events });
+                let prevs_read = self.store.reads_prevs();
+                watch.do_send(Committed { revision: self.store.current_revision(), events, prevs_read });
             }
         }
     }
@@ -570,9 +601,9 @@ impl Handler<Apply> for StoreActor {
         self.raft_term = self.raft_term.max(msg.term);
         self.waiters.extend(msg.responders);
         self.apply_entries(&msg.entries);
-        self.schedule_staged_write(ctx);
         self.release_reads();
         self.peers.applied.do_send(AppliedTo { index: self.applied_index });
+        self.write_staged_when_due(ctx);
         if self.applied_index >= self.snapshot_index + self.snapshot_count {
             self.flush_backend(ctx);
         }

@@ -30,6 +30,8 @@
 //! its reads out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -345,6 +347,10 @@ pub struct HubCore {
     unsynced: BTreeSet<WatcherKey>,
     /// Watchers with `progress_notify`.
     progress_watchers: BTreeSet<WatcherKey>,
+    /// How many watchers want `prev_kv`; `wants_prev_kv` says whether any do,
+    /// for the store, whose puts read the values they replace only then.
+    prev_kv_watchers: usize,
+    wants_prev_kv: Arc<AtomicBool>,
 }
 
 impl HubCore {
@@ -361,7 +367,15 @@ impl HubCore {
             synced_ranges: BTreeSet::new(),
             unsynced: BTreeSet::new(),
             progress_watchers: BTreeSet::new(),
+            prev_kv_watchers: 0,
+            wants_prev_kv: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Shares `flag` with the store: true while some watcher wants `prev_kv`.
+    pub fn publish_prev_kv_wanted(&mut self, flag: Arc<AtomicBool>) {
+        flag.store(self.prev_kv_watchers > 0, Ordering::Release);
+        self.wants_prev_kv = flag;
     }
 
     pub fn revision(&self) -> i64 {
@@ -578,6 +592,13 @@ impl HubCore {
             self.progress_watchers.insert(key);
         }
         let synced = next_rev > self.revision;
+        if watcher.prev_kv {
+            // Set before the watcher sees any live event: a batch the store
+            // applied before it saw the flag arrives marked `prevs_read: false`,
+            // and the watcher catches up from history for it instead.
+            self.prev_kv_watchers += 1;
+            self.wants_prev_kv.store(true, Ordering::Release);
+        }
         self.watchers.insert(key, watcher);
         let created = pb::WatchResponse {
             header: Some(self.header(self.revision)),
@@ -680,6 +701,12 @@ impl HubCore {
 
     fn remove_watcher(&mut self, key: WatcherKey) {
         if let Some(w) = self.watchers.remove(&key) {
+            if w.prev_kv {
+                self.prev_kv_watchers -= 1;
+                if self.prev_kv_watchers == 0 {
+                    self.wants_prev_kv.store(false, Ordering::Release);
+                }
+            }
             if w.synced {
                 Self::unindex(&mut self.synced_by_key, &mut self.synced_ranges, key, &w.range);
             }
@@ -709,15 +736,17 @@ impl HubCore {
 
     /// A committed apply batch: events in (main, sub) order, `revision` the
     /// store's revision after it. Each revision goes out as one response per
-    /// watcher, in order; a watcher whose stream has no room goes to catch-up.
-    pub fn committed(&mut self, revision: i64, events: &[mvcc::Event]) {
+    /// watcher, in order; a watcher whose stream has no room goes to catch-up,
+    /// and so does one that wants `prev_kv` when `prevs_read` is false (the
+    /// store did not read the replaced values: history reads them).
+    pub fn committed(&mut self, revision: i64, events: &[mvcc::Event], prevs_read: bool) {
         let mut closed = BTreeSet::new();
         let mut start = 0;
         while start < events.len() {
             let rev = events[start].kv.mod_revision;
             let end = start + events[start..].iter().take_while(|e| e.kv.mod_revision == rev).count();
             assert!(rev > self.revision, "watch events go forward: revision {rev} after {}", self.revision);
-            self.fan_out(rev, &events[start..end], &mut closed);
+            self.fan_out(rev, &events[start..end], prevs_read, &mut closed);
             self.revision = rev;
             start = end;
         }
@@ -727,8 +756,9 @@ impl HubCore {
         }
     }
 
-    fn fan_out(&mut self, rev: i64, events: &[mvcc::Event], closed: &mut BTreeSet<StreamId>) {
+    fn fan_out(&mut self, rev: i64, events: &[mvcc::Event], prevs_read: bool, closed: &mut BTreeSet<StreamId>) {
         let mut out: BTreeMap<WatcherKey, Vec<mvccpb::Event>> = BTreeMap::new();
+        let mut without_prevs = BTreeSet::new();
         for ev in events {
             let single = self.synced_by_key.get(&ev.kv.key).into_iter().flatten();
             let ranged = self.synced_ranges.iter().filter(|k| self.watchers[k].range.contains(&ev.kv.key));
@@ -737,9 +767,16 @@ impl HubCore {
                 if rev < w.next_rev || !w.filters.passes(ev.kind) {
                     continue;
                 }
+                if w.prev_kv && !prevs_read {
+                    without_prevs.insert(*key);
+                    continue;
+                }
                 let prev = if w.prev_kv { ev.prev_kv.as_ref().map(kv_to_pb) } else { None };
                 out.entry(*key).or_default().push(event_to_pb(ev, prev));
             }
+        }
+        for key in without_prevs {
+            self.mark_unsynced(key, rev);
         }
         for (key, evs) in out {
             if closed.contains(&key.0) {
@@ -913,6 +950,12 @@ impl WatchHub {
 
     /// A hub that knows no store yet (see `Attach`): it follows `Committed` batches
     /// and accepts streams, and catches watchers up once attached.
+    /// Shares `flag` with the store: true while some watcher wants `prev_kv`.
+    pub fn with_prev_kv_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.core.publish_prev_kv_wanted(flag);
+        self
+    }
+
     pub fn new(config: HubConfig) -> Self {
         WatchHub {
             core: HubCore::new(config, HeaderIds { cluster_id: 0, member_id: 0 }, 0),
@@ -1041,7 +1084,7 @@ impl Handler<Committed> for WatchHub {
     type Result = ();
     fn handle(&mut self, msg: Committed, ctx: &mut Context<Self>) {
         let _t = self.instruments.handling("Committed");
-        self.core.committed(msg.revision, &msg.events);
+        self.core.committed(msg.revision, &msg.events, msg.prevs_read);
         self.schedule_sync(ctx);
     }
 }
@@ -1105,7 +1148,8 @@ mod tests {
 
     fn put(key: &str, rev: i64, create: i64, version: i64) -> mvcc::Event {
         let prev = (version > 1).then(|| kv(key, rev - 1, create, version - 1, "old"));
-        mvcc::Event { kind: mvcc::EventKind::Put, kv: kv(key, rev, create, version, "v"), prev_kv: prev }
+        let prev_lease = prev.as_ref().map_or(0, |p| p.lease);
+        mvcc::Event { kind: mvcc::EventKind::Put, kv: kv(key, rev, create, version, "v"), prev_kv: prev, prev_lease }
     }
 
     fn del(key: &str, rev: i64) -> mvcc::Event {
@@ -1113,6 +1157,7 @@ mod tests {
             kind: mvcc::EventKind::Delete,
             kv: mvcc::KeyValue { key: key.into(), mod_revision: rev, ..Default::default() },
             prev_kv: Some(kv(key, rev - 1, rev - 1, 1, "old")),
+            prev_lease: 0,
         }
     }
 
@@ -1202,7 +1247,7 @@ mod tests {
         assert!(created.iter().all(|r| r.created && r.header.as_ref().unwrap().revision == 4));
         assert_eq!((created[0].watch_id, created[1].watch_id), (0, 1), "etcd assigns ids from 0");
         // One apply batch: a txn at 5 (a and b), a put of x at 6, a delete of a at 7.
-        h.committed(7, &[put("a", 5, 2, 2), put("b", 5, 5, 1), put("x", 6, 6, 1), del("a", 7)]);
+        h.committed(7, &[put("a", 5, 2, 2), put("b", 5, 5, 1), put("x", 6, 6, 1), del("a", 7)], true);
         assert_eq!(
             brief(&drain(&mut rx)),
             vec![
@@ -1233,7 +1278,7 @@ mod tests {
             }),
         );
         drain(&mut rx);
-        h.committed(4, &[put("p/1", 2, 2, 1), put("a", 3, 3, 1), put("z", 3, 3, 1), del("p/1", 4)]);
+        h.committed(4, &[put("p/1", 2, 2, 1), put("a", 3, 3, 1), put("z", 3, 3, 1), del("p/1", 4)], true);
         assert_eq!(
             brief(&drain(&mut rx)),
             vec![
@@ -1259,7 +1304,7 @@ mod tests {
         let plan = h.history_plan().expect("a catch-up read");
         assert_eq!(plan.from_rev, 3);
         // Revision 6 commits while the read is under way: not for this watcher yet.
-        h.committed(6, &[put("k", 6, 3, 4)]);
+        h.committed(6, &[put("k", 6, 3, 4)], true);
         assert!(drain(&mut rx).is_empty(), "an unsynced watcher gets no live events");
         // The store was already at 7 when it answered (its Committed for 7 is
         // still on the way to the hub).
@@ -1273,8 +1318,8 @@ mod tests {
             vec![(0, 7, vec![(PUT, "k".into(), 3, false), (PUT, "k".into(), 4, false), (PUT, "k".into(), 6, false), (PUT, "k".into(), 7, false)])]
         );
         assert_eq!(h.stats().synced, 1);
-        h.committed(7, &[put("k", 7, 3, 5)]); // already sent from history
-        h.committed(8, &[put("k", 8, 3, 6)]);
+        h.committed(7, &[put("k", 7, 3, 5)], true); // already sent from history
+        h.committed(8, &[put("k", 8, 3, 6)], true);
         assert_eq!(brief(&drain(&mut rx)), vec![(0, 8, vec![(PUT, "k".into(), 8, false)])]);
     }
 
@@ -1296,6 +1341,30 @@ mod tests {
         assert_eq!(revs, vec![2, 3, 4, 6]);
     }
 
+    /// A batch the store applied without reading previous values goes to the
+    /// watchers that do not want them; one that wants `prev_kv` catches up from
+    /// history (which reads them) instead, from that revision. Such a watcher
+    /// raises the store's flag, and drops it when it goes.
+    #[test]
+    fn a_prev_kv_watcher_catches_up_when_prevs_were_not_read() {
+        let mut h = hub(4);
+        let flag = Arc::new(AtomicBool::new(true));
+        h.publish_prev_kv_wanted(flag.clone());
+        assert!(!flag.load(Ordering::Acquire), "no watcher wants prev_kv yet");
+        let (s, mut rx) = h.open_stream();
+        h.request(s, req(create("k", "")));
+        h.request(s, req(pb::WatchCreateRequest { prev_kv: true, ..create("k", "") }));
+        drain(&mut rx);
+        assert!(flag.load(Ordering::Acquire));
+        h.committed(5, &[put("k", 5, 2, 2)], false);
+        assert_eq!(brief(&drain(&mut rx)), vec![(0, 5, vec![(PUT, "k".into(), 5, false)])]);
+        assert_eq!(h.stats().unsynced, 1);
+        let plan = h.history_plan().expect("a catch-up read");
+        assert_eq!((plan.from_rev, plan.want_prev_kv), (5, true));
+        h.request(s, pb::WatchRequest { request_union: Some(R::CancelRequest(pb::WatchCancelRequest { watch_id: 1 })) });
+        assert!(!flag.load(Ordering::Acquire), "the last prev_kv watcher went");
+    }
+
     /// A stream whose buffer is full never holds up the others; its watcher
     /// catches up from history later, with nothing lost.
     #[test]
@@ -1308,7 +1377,7 @@ mod tests {
         h.request(fast, req(create("k", "")));
         drain(&mut fast_rx);
         // slow's buffer: [created, created] + 1 free slot.
-        h.committed(4, &[put("k", 2, 2, 1), put("k", 3, 2, 2), put("k", 4, 2, 3)]);
+        h.committed(4, &[put("k", 2, 2, 1), put("k", 3, 2, 2), put("k", 4, 2, 3)], true);
         assert_eq!(h.stats().unsynced, 1);
         assert_eq!(drain(&mut fast_rx).len(), 3, "the fast stream got every revision");
         let got = brief(&drain(&mut slow_rx));
@@ -1317,7 +1386,7 @@ mod tests {
         let plan = h.history_plan().unwrap();
         assert_eq!(plan.from_rev, 3, "catch-up starts at the first revision not sent");
         h.history_loaded(3, &history(vec![put("k", 3, 2, 2), put("k", 4, 2, 3)], 5), None);
-        h.committed(5, &[put("k", 5, 2, 4)]);
+        h.committed(5, &[put("k", 5, 2, 4)], true);
         let revs: Vec<i64> = brief(&drain(&mut slow_rx)).iter().flat_map(|(_, _, e)| e.iter().map(|x| x.2)).collect();
         assert_eq!(revs, vec![3, 4, 5]);
         assert_eq!(h.stats().unsynced, 0);
@@ -1387,7 +1456,7 @@ mod tests {
         let got = drain(&mut rx);
         assert_eq!(got.len(), 2);
         assert!(got[1].canceled && got[1].watch_id == 0 && got[1].header.as_ref().unwrap().revision == 1);
-        h.committed(2, &[put("k", 2, 2, 1)]);
+        h.committed(2, &[put("k", 2, 2, 1)], true);
         assert!(drain(&mut rx).is_empty());
         assert_eq!(h.stats().watchers, 0);
     }
@@ -1419,7 +1488,7 @@ mod tests {
         h.request(s, req(pb::WatchCreateRequest { progress_notify: true, ..create("b", "") }));
         h.request(s, req(create("c", "")));
         drain(&mut rx);
-        h.committed(4, &[put("a", 4, 4, 1)]);
+        h.committed(4, &[put("a", 4, 4, 1)], true);
         drain(&mut rx);
         h.progress_tick();
         assert_eq!(brief(&drain(&mut rx)), vec![(1, 4, vec![])], "a had events, c did not ask");
@@ -1460,7 +1529,7 @@ mod tests {
         let (s, mut rx) = h.open_stream();
         h.request(s, req(pb::WatchCreateRequest { fragment: true, ..create("a", "b") }));
         drain(&mut rx);
-        h.committed(2, &[put("a1", 2, 2, 1), put("a2", 2, 2, 1), put("a3", 2, 2, 1)]);
+        h.committed(2, &[put("a1", 2, 2, 1), put("a2", 2, 2, 1), put("a3", 2, 2, 1)], true);
         let got = drain(&mut rx);
         assert!(got.len() > 1);
         assert_eq!(got.iter().map(|r| r.events.len()).sum::<usize>(), 3);
@@ -1475,7 +1544,7 @@ mod tests {
         let (s, mut rx) = h.open_stream();
         h.request(s, req(create("a", "")));
         h.request(s, req(create("b", "")));
-        h.committed(2, &[put("a", 2, 2, 1)]);
+        h.committed(2, &[put("a", 2, 2, 1)], true);
         let first = drain(&mut rx);
         assert_eq!((first.len(), first[0].watch_id, first[0].created), (1, 0, true));
         h.flush_backlogs();
@@ -1495,7 +1564,7 @@ mod tests {
         let (s, rx) = h.open_stream();
         h.request(s, req(create("k", "")));
         drop(rx);
-        h.committed(2, &[put("k", 2, 2, 1)]);
+        h.committed(2, &[put("k", 2, 2, 1)], true);
         assert_eq!(h.stats(), HubStats { streams: 0, watchers: 0, synced: 0, unsynced: 0, revision: 2 });
     }
 
@@ -1517,7 +1586,7 @@ mod tests {
         }
         assert_eq!(h.stats().watchers, 10_000);
         assert_eq!(h.synced_by_key.len(), 500);
-        h.committed(2, &[put("key7", 2, 2, 1)]);
+        h.committed(2, &[put("key7", 2, 2, 1)], true);
         let got: usize = rxs.iter_mut().map(|rx| drain(rx).len()).sum();
         assert_eq!(got, 20);
         for s in 1..=100 {

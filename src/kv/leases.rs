@@ -209,7 +209,7 @@ impl Leases {
     /// its lease (and detaches it from the previous one), a delete detaches it.
     pub fn track(&mut self, events: &[Event]) {
         for ev in events {
-            let prev_lease = ev.prev_kv.as_ref().map_or(0, |p| p.lease);
+            let prev_lease = ev.prev_lease;
             let new_lease = if ev.kind == EventKind::Put { ev.kv.lease } else { 0 };
             if prev_lease != 0 && prev_lease != new_lease {
                 if let Some(l) = self.by_id.get_mut(&prev_lease) {

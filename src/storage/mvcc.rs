@@ -157,8 +157,12 @@ pub struct Event {
     /// For a put, the new key-value. For a delete, as etcd: only `key` and
     /// `mod_revision` (the delete's revision) are set.
     pub kv: KeyValue,
-    /// The live key-value this change replaced, if there was one.
+    /// The live key-value this change replaced, if there was one and it was
+    /// read: a put reads it only while [`MvccStore::set_read_prevs`] is on.
     pub prev_kv: Option<KeyValue>,
+    /// The lease the key was attached to before this change (0: none); known
+    /// whether or not `prev_kv` was read.
+    pub prev_lease: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,12 +331,16 @@ struct Generation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct KeyIndex {
     generations: Vec<Generation>,
+    /// The lease of the live revision (0: none, or the key is deleted), so a put
+    /// knows which lease it detaches the key from without reading the record.
+    lease: i64,
 }
 
 impl KeyIndex {
     fn new() -> Self {
         Self {
             generations: vec![Generation::default()],
+            lease: 0,
         }
     }
 
@@ -342,8 +350,9 @@ impl KeyIndex {
             .expect("key index never has zero generations")
     }
 
-    /// Records a put at `rev` whose key-value has `created` and `version`.
-    fn put(&mut self, rev: Revision, created: i64, version: i64) {
+    /// Records a put at `rev` whose key-value has `created`, `version` and `lease`.
+    fn put(&mut self, rev: Revision, created: i64, version: i64, lease: i64) {
+        self.lease = lease;
         let g = self.last_mut();
         debug_assert!(
             g.revs.last().is_none_or(|r| *r < rev),
@@ -360,6 +369,7 @@ impl KeyIndex {
     /// tombstone can arrive for a generation whose puts a crashed compaction already
     /// removed; it then forms a generation of its own, which no read ever returns.
     fn tombstone(&mut self, rev: Revision) {
+        self.lease = 0;
         let g = self.last_mut();
         if g.revs.is_empty() {
             g.created = rev.main;
@@ -502,6 +512,8 @@ pub struct MvccStore {
     /// revisions, in the same backend batch as the consistent index.
     staged_extra: WriteBatch,
     poisoned: bool,
+    /// Whether a put reads the value it replaces (for its event's `prev_kv`).
+    read_prevs: bool,
 }
 
 impl MvccStore {
@@ -569,7 +581,7 @@ impl MvccStore {
                         if r.tombstone {
                             ki.tombstone(rev);
                         } else {
-                            ki.put(rev, r.create_revision, r.version);
+                            ki.put(rev, r.create_revision, r.version, r.lease);
                         }
                         Scan::Continue
                     }
@@ -615,6 +627,7 @@ impl MvccStore {
             staged_meta: false,
             staged_extra: WriteBatch::new(),
             poisoned: false,
+            read_prevs: true,
         };
         if let Some(s) = scheduled {
             if finished.is_none_or(|f| f < s) {
@@ -683,6 +696,18 @@ impl MvccStore {
     /// reach the backend as one batch when the apply batch finishes.
     pub fn apply_batch(&mut self) -> ApplyBatch<'_> {
         ApplyBatch { store: self }
+    }
+
+    /// Whether puts read the value they replace, for their events' `prev_kv`
+    /// (on by default). Off, a put costs no backend read: a store whose events
+    /// nobody needs previous values of (no watcher asked for them) turns it off.
+    pub fn set_read_prevs(&mut self, on: bool) {
+        self.read_prevs = on;
+    }
+
+    /// Whether puts read the value they replace (see [`MvccStore::set_read_prevs`]).
+    pub fn reads_prevs(&self) -> bool {
+        self.read_prevs
     }
 
     /// Writes everything apply batches left staged (see [`ApplyBatch::stage`])
@@ -796,6 +821,7 @@ impl MvccStore {
                     kind,
                     kv,
                     prev_kv: None,
+                    prev_lease: 0,
                 });
                 Ok(Scan::Continue)
             },
@@ -1142,7 +1168,8 @@ impl<'a> WriteTxn<'a> {
         self.store.compacted_rev
     }
 
-    /// Puts `value` at `key`; returns the live key-value it replaced.
+    /// Puts `value` at `key`; returns the live key-value it replaced, when puts
+    /// read it (see [`MvccStore::set_read_prevs`]).
     pub fn put(
         &mut self,
         key: &[u8],
@@ -1150,11 +1177,13 @@ impl<'a> WriteTxn<'a> {
         lease: i64,
     ) -> Result<Option<KeyValue>, MvccError> {
         self.store.check_usable()?;
-        let latest = self.store.index.get(key).and_then(|ki| ki.get(i64::MAX));
+        let indexed = self.store.index.get(key);
+        let latest = indexed.and_then(|ki| ki.get(i64::MAX));
+        let prev_lease = indexed.map_or(0, |ki| ki.lease);
         // Read before touching the index, so an error leaves the txn as it was.
         let prev = match latest {
-            Some((r, _, _)) => Some(self.store.read_kv(self.pending(), r)?),
-            None => None,
+            Some((r, _, _)) if self.store.read_prevs => Some(self.store.read_kv(self.pending(), r)?),
+            _ => None,
         };
         let (create_revision, version) = match latest {
             Some((_, created, ver)) => (created, ver + 1),
@@ -1165,7 +1194,7 @@ impl<'a> WriteTxn<'a> {
             .index
             .entry(key.to_vec())
             .or_insert_with(KeyIndex::new)
-            .put(rev, create_revision, version);
+            .put(rev, create_revision, version, lease);
         self.touched.push(key.to_vec());
         let kv = KeyValue {
             key: key.to_vec(),
@@ -1179,6 +1208,7 @@ impl<'a> WriteTxn<'a> {
             kind: EventKind::Put,
             kv,
             prev_kv: prev.clone(),
+            prev_lease,
         });
         Ok(prev)
     }
@@ -1213,6 +1243,7 @@ impl<'a> WriteTxn<'a> {
                 kind: EventKind::Delete,
                 kv,
                 prev_kv: Some(prev.clone()),
+                prev_lease: prev.lease,
             });
         }
         Ok(found.kvs)
@@ -1542,6 +1573,31 @@ mod tests {
             (reopened.current_revision(), reopened.consistent_index()),
             (2, 4)
         );
+    }
+
+    /// With prev reads off, a put reads nothing from the backend: its event has
+    /// no `prev_kv`, but still the lease it detaches the key from, from the key
+    /// index (rebuilt with leases on open).
+    #[test]
+    fn puts_without_prev_reads_still_know_the_previous_lease() {
+        let (b, mut s) = mem_store();
+        let mut t = s.write();
+        t.put(b"k", b"v1", 7).unwrap();
+        t.commit(1).unwrap();
+        let mut s = MvccStore::open(b).unwrap();
+        s.set_read_prevs(false);
+        let mut t = s.write();
+        assert_eq!(t.put(b"k", b"v2", 0).unwrap(), None, "nothing read");
+        t.put(b"new", b"v", 0).unwrap();
+        let r = t.commit(2).unwrap();
+        assert_eq!((r.changes[0].prev_kv.as_ref(), r.changes[0].prev_lease), (None, 7));
+        assert_eq!(r.changes[1].prev_lease, 0);
+        s.set_read_prevs(true);
+        let mut t = s.write();
+        let prev = t.put(b"k", b"v3", 0).unwrap().expect("read again");
+        assert_eq!((prev.value.as_slice(), prev.lease), (&b"v2"[..], 0));
+        let r = t.commit(3).unwrap();
+        assert_eq!(r.changes[0].prev_lease, 0);
     }
 
     /// etcd: all ops of one txn share the main revision, sub grows in op order, and
