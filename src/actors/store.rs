@@ -32,12 +32,11 @@ fn fault(index: u64, e: crate::storage::mvcc::MvccError) -> ! {
 
 /// How often the backend is made durable when nothing else asks for it.
 const BACKEND_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// How long applied changes stay staged before the next apply writes them to the
-/// backend (see `StoreActor::write_staged_when_due`).
+/// The longest applied changes stay staged while applies keep coming (see
+/// `StoreActor::write_staged_when_due`).
 const BACKEND_BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-/// When applies stop, the last staged changes are written this long after they
-/// were first staged (etcd's backend batch interval).
-const BACKEND_BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_millis(100);
+/// A pause in applies this long writes what is staged.
+const BACKEND_WRITE_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Where an applied result goes: the client waiting on the proposal.
 pub type Responder = oneshot::Sender<Result<Response, RequestError>>;
@@ -232,6 +231,8 @@ pub struct StoreActor {
     flushing: bool,
     /// When the oldest change not yet written to the backend was staged.
     staged_since: Option<std::time::Instant>,
+    last_apply: std::time::Instant,
+    idle_write_scheduled: bool,
     /// The watch hub's "some watcher wants `prev_kv`" (see `with_prev_kv_flag`).
     prev_kv_wanted: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     metrics: Metrics,
@@ -270,6 +271,8 @@ impl StoreActor {
             snapshot_index: applied_index,
             flushing: false,
             staged_since: None,
+            last_apply: std::time::Instant::now(),
+            idle_write_scheduled: false,
             prev_kv_wanted: None,
             instruments: ActorMetrics::detached("store"),
             metrics: Metrics::new(),
@@ -350,23 +353,33 @@ impl StoreActor {
         commit.observe_duration();
     }
 
-    /// After an apply, once changes have been staged for `BACKEND_BATCH_INTERVAL`:
-    /// written right after an apply, when its clients and watchers have their
-    /// answers and the next apply is least likely to be waiting. A timer writes
-    /// what is left when applies stop.
+    /// After an apply: staged changes are written once applies pause for
+    /// `BACKEND_WRITE_IDLE` (so the write's disk and CPU work stays clear of the
+    /// answers and watch events just sent), or at once when they have waited
+    /// `BACKEND_BATCH_INTERVAL` (applies that never pause).
     fn write_staged_when_due(&mut self, ctx: &mut Context<Self>) {
         let now = std::time::Instant::now();
-        match self.staged_since {
-            None => {
-                self.staged_since = Some(now);
-                ctx.run_later(BACKEND_BATCH_DEADLINE, |act, _| {
-                    if act.staged_since.is_some_and(|since| since.elapsed() >= BACKEND_BATCH_DEADLINE) {
-                        act.write_staged();
-                    }
-                });
-            }
-            Some(since) if now.duration_since(since) >= BACKEND_BATCH_INTERVAL => self.write_staged(),
-            Some(_) => {}
+        self.last_apply = now;
+        let since = *self.staged_since.get_or_insert(now);
+        if now.duration_since(since) >= BACKEND_BATCH_INTERVAL {
+            self.write_staged();
+        } else if !self.idle_write_scheduled {
+            self.idle_write_scheduled = true;
+            ctx.run_later(BACKEND_WRITE_IDLE, |act, ctx| act.write_staged_if_idle(ctx));
+        }
+    }
+
+    fn write_staged_if_idle(&mut self, ctx: &mut Context<Self>) {
+        self.idle_write_scheduled = false;
+        if self.staged_since.is_none() {
+            return;
+        }
+        let idle = self.last_apply.elapsed();
+        if idle >= BACKEND_WRITE_IDLE {
+            self.write_staged();
+        } else {
+            self.idle_write_scheduled = true;
+            ctx.run_later(BACKEND_WRITE_IDLE - idle, |act, ctx| act.write_staged_if_idle(ctx));
         }
     }
 

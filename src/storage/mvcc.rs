@@ -1332,10 +1332,11 @@ impl Drop for WriteTxn<'_> {
     }
 }
 
-/// Applies several Raft entries and writes them as ONE backend batch (the design's
-/// "one sled batch per apply batch"). Each entry gets its own write txn and
-/// revision. `finish` writes the batch; if the apply batch is dropped instead, what
-/// it staged goes out with the store's next write, still in order.
+/// Applies several Raft entries as one unit for the backend. Each entry gets its
+/// own write txn and revision. `finish` writes the batch as ONE backend batch;
+/// `stage` (or dropping it) leaves its changes staged, to go out with the store's
+/// next write, still in order: the store actor lets several apply batches share
+/// one backend batch (ARCHITECTURE.md, the write path).
 pub struct ApplyBatch<'a> {
     store: &'a mut MvccStore,
 }
