@@ -337,20 +337,21 @@ impl StoreActor {
         let _ = responder.send(result.map(|r| self.finish(r)));
     }
 
-    /// Applies a run of committed entries as one backend batch, then answers the
-    /// clients waiting on them.
     /// Writes what apply batches staged as one backend batch. Every backend
     /// batch costs sled two log buffer writes, each synced to disk, so applies
     /// share one (as etcd commits bbolt every 100 ms); reads see staged changes
     /// meanwhile. Nothing staged is lost to a crash: the consistent index goes
     /// in the same batch, so a restart replays the entries from the WAL.
     fn write_staged(&mut self) {
-        self.staged_since = None;
-        let commit = self.metrics.backend_commit_seconds.start_timer();
+        // Timed only when applies staged something (the callers that read the
+        // backend directly call this whether or not they did).
+        let commit = self.staged_since.take().map(|_| self.metrics.backend_commit_seconds.start_timer());
         if let Err(e) = self.store.write_staged_now() {
             panic!("storage fault writing the apply batches up to index {}: {e}", self.applied_index);
         }
-        commit.observe_duration();
+        if let Some(commit) = commit {
+            commit.observe_duration();
+        }
     }
 
     /// After an apply: staged changes are written once applies pause for
@@ -383,6 +384,9 @@ impl StoreActor {
         }
     }
 
+    /// Applies a run of committed entries, staging their changes (see
+    /// `write_staged`), then answers the clients waiting on them and tells the
+    /// watch hub.
     fn apply_entries(&mut self, entries: &[Entry]) {
         if let Some(flag) = &self.prev_kv_wanted {
             // Read once per batch: its `Committed` says which it was.

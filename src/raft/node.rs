@@ -196,6 +196,13 @@ impl PersistAck {
     pub fn last_index(&self) -> u64 {
         self.last_index
     }
+
+    /// An acknowledgement for a log through `last_index`, for tests of what
+    /// carries acknowledgements (the WAL actor) without a core.
+    #[cfg(test)]
+    pub(crate) fn for_test(last_index: u64) -> PersistAck {
+        PersistAck { last_index, last_term: 1, hard_state: HardState::default() }
+    }
 }
 
 /// Everything the core wants done, drained by `RaftNode::ready`. See the module
