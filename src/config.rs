@@ -93,12 +93,14 @@ pub struct Flags {
     pub bcrypt_cost: Option<String>,
     #[arg(long = "max-concurrent-streams")]
     pub max_concurrent_streams: Option<String>,
+    #[arg(long = "metrics")]
+    pub metrics: Option<String>,
 }
 
 impl Flags {
     /// The flags given, as (config key, value), in the order of `KEYS`.
     fn given(&self) -> Vec<(&'static str, String)> {
-        let all: [(&'static str, &Option<String>); 26] = [
+        let all: [(&'static str, &Option<String>); 27] = [
             ("name", &self.name),
             ("data-dir", &self.data_dir),
             ("listen-client-urls", &self.listen_client_urls),
@@ -124,6 +126,7 @@ impl Flags {
             ("auth-token-ttl", &self.auth_token_ttl),
             ("bcrypt-cost", &self.bcrypt_cost),
             ("max-concurrent-streams", &self.max_concurrent_streams),
+            ("metrics", &self.metrics),
             ("config", &None),
         ];
         all.into_iter()
@@ -143,7 +146,7 @@ const UNSUPPORTED_ETCD_FLAGS: &[&str] = &[
     "enable-pprof", "logger", "log-outputs", "grpc-keepalive-min-time",
     "grpc-keepalive-interval", "grpc-keepalive-timeout", "listen-client-http-urls",
     "strict-reconfig-check", "pre-vote", "initial-election-tick-advance",
-    "backend-batch-interval", "backend-batch-limit", "metrics", "debug",
+    "backend-batch-interval", "backend-batch-limit", "debug",
     "experimental-initial-corrupt-check", "experimental-corrupt-check-time",
     "experimental-enable-v2v3", "experimental-backend-bbolt-freelist-type",
     "experimental-enable-lease-checkpoint", "experimental-compaction-batch-limit",
@@ -267,6 +270,11 @@ struct RawSettings {
     auth_token_ttl: u64,
     bcrypt_cost: u32,
     max_concurrent_streams: u32,
+    /// etcd's `--metrics basic|extensive`: accepted for etcd command lines;
+    /// stead exports the extensive set (the gRPC handling-time histograms) at
+    /// either level, as etcd 3.4 takes any other value for basic.
+    #[allow(dead_code)]
+    metrics: String,
     /// The per-member tables of a file; already layered in by `build`.
     #[serde(default)]
     #[allow(dead_code)]
@@ -299,6 +307,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("bcrypt-cost", "10"),
     // etcd's default: math.MaxUint32.
     ("max-concurrent-streams", "4294967295"),
+    ("metrics", "basic"),
 ];
 
 /// Below this, the backend would decode pages on almost every access.
@@ -759,6 +768,16 @@ initial-advertise-peer-urls = "http://127.0.0.1:22380"
         std::fs::write(&path, "heartbeat-interval = \"fast\"\n").unwrap();
         let e = load(&["--config", path.to_str().unwrap()], &[]).unwrap_err();
         assert!(e.contains("heartbeat-interval"), "{e}");
+    }
+
+    /// etcd command lines with `--metrics` start stead (the extensive set is
+    /// exported either way).
+    #[test]
+    fn the_metrics_level_is_accepted() {
+        for level in ["basic", "extensive"] {
+            assert!(load(&["--metrics", level], &[]).is_ok(), "--metrics {level}");
+        }
+        assert!(load(&[], &[("STEAD_METRICS", "extensive")]).is_ok());
     }
 
     #[test]
