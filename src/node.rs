@@ -329,10 +329,10 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     };
 
     let raft_arbiter = Arbiter::new();
-    let peer_arbiter = Arbiter::new().handle();
     let store_arbiter = Arbiter::new().handle();
     // The WAL actor never waits on its loop, and shares the Raft actor's: a
-    // write's hand-off to it and back is then no thread switch.
+    // write's hand-off to it and back is then no thread switch. The peer links
+    // and the peer listener run there too (the Raft actor starts them).
     let wal_arbiter = raft_arbiter.handle();
     // The watch hub starts first: the store is created with its address.
     let watch_arbiter = Arbiter::new().handle();
@@ -409,7 +409,6 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             store: store_addr,
             cluster_token,
             peer_listener,
-            peer_arbiter,
             members: boot_members,
             tick_interval: tick,
             max_request_bytes,

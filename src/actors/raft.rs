@@ -107,8 +107,6 @@ pub struct RaftWiring {
     pub cluster_token: String,
     /// The bound peer port; the actor serves it once started.
     pub peer_listener: std::net::TcpListener,
-    /// Where the peer links run.
-    pub peer_arbiter: ArbiterHandle,
     /// The members known at boot (the applied member table, or the initial
     /// cluster for a new member): a link is dialled to each other one.
     pub members: Vec<pb::Member>,
@@ -139,7 +137,6 @@ pub struct RaftActor {
     peers: HashMap<NodeId, (Vec<String>, Addr<PeerActor>, ActorMetrics)>,
     /// The oldest unanswered heartbeat to each peer, for the round-trip metric.
     heartbeat_sent: HashMap<NodeId, std::time::Instant>,
-    peer_arbiter: ArbiterHandle,
     /// Taken when the actor starts: the inbound side of the transport.
     peer_socket: Option<std::net::TcpListener>,
     peer_listener: Option<PeerListener>,
@@ -226,7 +223,6 @@ impl RaftActor {
             cluster_token: w.cluster_token,
             peers: HashMap::new(),
             heartbeat_sent: HashMap::new(),
-            peer_arbiter: w.peer_arbiter,
             peer_socket: Some(w.peer_listener),
             peer_listener: None,
             boot_members: w.members,
@@ -365,7 +361,10 @@ impl RaftActor {
                     let actor = actor
                         .with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[format!("{id:x}").as_str()]))
                         .with_instruments(instruments.clone());
-                    let link = PeerActor::start_in_arbiter(&self.peer_arbiter, move |_| actor);
+                    // Links run on this actor's own thread: a message to a peer
+                    // and an answer from one cost no thread switch (the inbound
+                    // side, the listener, runs here too).
+                    let link = actor.start();
                     self.peers.insert(id, (m.peer_ur_ls.clone(), link, instruments));
                 }
                 Err(e) => tracing::error!("cannot link to member {id:x} at {:?}: {e}", m.peer_ur_ls),
