@@ -417,7 +417,8 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
             applied_index: applied,
             ready_notice: ready_tx,
             metrics: actor_metrics,
-            leadership: Some(lease_addr.recipient()),
+            leadership: Some(lease_addr.clone().recipient()),
+            keep_alive: Some(lease_addr.recipient()),
         };
         RaftActor::new(node, wiring)
     });

@@ -14,7 +14,8 @@ use actix::Addr;
 use tokio::sync::oneshot;
 
 use crate::actors::raft::{
-    ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, TransferLeader,
+    ChangeMembership, GetRaftStatus, MembershipChange, Propose, RaftActor, RaftStatus, ReadIndex, RelayKeepAlive,
+    TransferLeader,
 };
 use crate::actors::auth::{AuthActor, Authorize, Need};
 use crate::actors::lease::{self, LeaseActor};
@@ -25,6 +26,7 @@ use crate::error::RequestError;
 use crate::kv::apply::Response;
 use crate::kv::validate;
 use crate::metrics::Metrics;
+use crate::net::peer::KeepAliveOutcome;
 use crate::proto::etcdserverpb as pb;
 use crate::proto::steadpb::internal_request::Request as Internal;
 
@@ -209,49 +211,78 @@ impl ClientService {
         }
     }
 
-    /// One keep-alive. On the leader it moves the lease's deadline (leader
-    /// memory); on a follower it is renewed through the log (the leader renews the
-    /// deadline when it applies it). An unknown or expired lease answers TTL 0, as
-    /// etcd's keep-alive stream does.
+    /// One keep-alive: it moves the lease's deadline in the leader's memory,
+    /// directly on the leader and relayed over the peer port from a follower (as
+    /// etcd's followers forward keep-alives to the leader). An unknown or expired
+    /// lease answers TTL 0, as etcd's keep-alive stream does.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, RequestError> {
         // As etcd: the header is taken before the renewal.
         let header = self.kv_header().await?;
-        let renewed = self.lease_actor()?.send(lease::KeepAlive(id)).await.map_err(|_| RequestError::Stopped)?;
-        let ttl = match renewed {
-            Ok(ttl) => ttl,
-            Err(RequestError::NotLeader) => self.renew_through_log(id).await?,
-            Err(RequestError::LeaseNotFound) => 0,
-            Err(e) => return Err(e),
-        };
+        let ttl = self.renew_lease(id).await?;
         Ok(pb::LeaseKeepAliveResponse { header: Some(header), id, ttl })
     }
 
-    /// A follower's keep-alive, renewed through the log. A renewal forwarded to
-    /// a leader that dies before it commits is lost without an answer, so each
-    /// try waits `RENEW_TRY` and then proposes again (a renewal applied twice
-    /// renews twice, no harm), until the request timeout: as etcd's follower
-    /// retries a renewal against the new leader. The TTL; 0 for a lease that is
-    /// gone.
-    async fn renew_through_log(&self, id: i64) -> Result<i64, RequestError> {
-        /// A renewal commits in milliseconds; past this, the leader it went to is
-        /// taken for dead.
-        const RENEW_TRY: Duration = Duration::from_secs(1);
+    /// Renews `id` where its deadline lives; the TTL, or 0 for a lease that is
+    /// gone. A relay lost with a dying leader, or answered by a member that has
+    /// just stopped leading, is tried again (from the top: this member may lead
+    /// now) until the request timeout, as etcd's follower retries a renewal
+    /// against the new leader. So is a "no such lease" from the leader while this
+    /// member's applied table holds the lease: the leader's lease actor may not
+    /// have heard of a grant that this member already answered (and if the
+    /// leader revoked it, this member applies the revoke soon).
+    async fn renew_lease(&self, id: i64) -> Result<i64, RequestError> {
+        /// A relay is answered in milliseconds; past this, the leader it went to
+        /// is taken for dead.
+        const RELAY_TRY: Duration = Duration::from_secs(1);
+        /// Between tries that failed at once (no leader to relay to, or one
+        /// that has not heard of the lease yet).
+        const RETRY_PAUSE: Duration = Duration::from_millis(10);
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         loop {
-            let try_deadline = deadline.min(tokio::time::Instant::now() + RENEW_TRY);
-            let renew = Internal::LeaseRenew(pb::LeaseKeepAliveRequest { id });
-            match self.propose_until(renew, AuthInfo::default(), try_deadline).await {
-                Ok(Response::LeaseRenew(resp)) => return Ok(resp.ttl),
-                Ok(other) => return Err(unexpected(other)),
+            let local = self.lease_actor()?.send(lease::KeepAlive(id)).await.map_err(|_| RequestError::Stopped)?;
+            let relayed = match local {
+                Ok(ttl) => return Ok(ttl),
                 Err(RequestError::LeaseNotFound) => return Ok(0),
-                Err(RequestError::Timeout | RequestError::NoLeader) if tokio::time::Instant::now() < deadline => {}
-                Err(e) => {
-                    if counts_as_failed_proposal(&e) {
-                        self.metrics.proposals_failed.inc();
-                    }
-                    return Err(e);
+                Err(RequestError::NotLeader) => {
+                    let wait = RELAY_TRY.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    self.relay_keep_alive(id, wait).await
                 }
+                Err(e) => return Err(e),
+            };
+            let failed = match relayed {
+                Ok(KeepAliveOutcome::Renewed { ttl }) => return Ok(ttl),
+                Ok(KeepAliveOutcome::NotFound) => {
+                    let held = self.lease_actor()?.send(lease::HoldsLease(id)).await.map_err(|_| RequestError::Stopped)?;
+                    if !held {
+                        return Ok(0);
+                    }
+                    RequestError::LeaseNotFound
+                }
+                Ok(KeepAliveOutcome::NotLeader) => RequestError::NoLeader,
+                Err(e @ (RequestError::NoLeader | RequestError::Timeout)) => e,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+                return match failed {
+                    RequestError::LeaseNotFound => Ok(0),
+                    other => Err(other),
+                };
             }
+            if !matches!(failed, RequestError::Timeout) {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    /// One relay of a keep-alive to the leader, waiting at most `wait` for its
+    /// answer (`Timeout` past it).
+    async fn relay_keep_alive(&self, id: i64, wait: Duration) -> Result<KeepAliveOutcome, RequestError> {
+        let (responder, answer) = oneshot::channel();
+        self.raft.send(RelayKeepAlive { lease: id, responder }).await.map_err(|_| RequestError::Stopped)?;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout),
         }
     }
 

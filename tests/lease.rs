@@ -192,6 +192,39 @@ fn expiry_deletes_keys_on_every_member_at_the_same_revision_and_followers_keep_a
     }
 }
 
+/// The leader's last log index (its status, asked locally).
+fn raft_index(endpoint: &str) -> i64 {
+    let (status, body) = post(endpoint, "/v3/maintenance/status", "{}");
+    assert_eq!(status, 200, "{body}");
+    num(&body["raftIndex"])
+}
+
+#[test]
+fn follower_keep_alives_are_relayed_to_the_leader_not_written_to_the_log() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let leader_endpoint = &c.members[leader].endpoint;
+    let follower = &c.members[(leader + 1) % 3].endpoint;
+    let id = grant(follower, 30);
+    let gone = grant(follower, 30);
+    let (status, body) = post(follower, "/v3/lease/revoke", &format!(r#"{{"ID":"{gone}"}}"#));
+    assert_eq!(status, 200, "{body}");
+
+    let before = raft_index(leader_endpoint);
+    for _ in 0..100 {
+        assert_eq!(keep_alive(follower, id), 30);
+    }
+    // A lease that is gone answers TTL 0 through the relay too.
+    assert_eq!(keep_alive(follower, gone), 0);
+    let after = raft_index(leader_endpoint);
+    // Renewed through the log, 100 keep-alives would be 100 entries. What may
+    // commit meanwhile: the leader's lease checkpoints (one entry per 5 s) and
+    // the proposal clearing a checkpoint on the next keep-alive.
+    assert!(after - before < 10, "{} entries for 100 follower keep-alives", after - before);
+    let ttl = time_to_live(follower, id);
+    assert!(num(&ttl["TTL"]) >= 28, "{ttl}");
+}
+
 fn etcdctl(s: &Server, args: &[&str]) -> (i32, String, String) {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")

@@ -50,7 +50,7 @@ pub struct LeadershipChanged {
 }
 
 /// A keep-alive on the leader: answered with the granted TTL (the deadline moved),
-/// `LeaseNotFound`, or `NotLeader` (the caller then renews through the log).
+/// `LeaseNotFound`, or `NotLeader` (the caller then relays it to the leader).
 #[derive(Message)]
 #[rtype(result = "Result<i64, RequestError>")]
 pub struct KeepAlive(pub i64);
@@ -60,6 +60,13 @@ pub struct KeepAlive(pub i64);
 #[derive(Message)]
 #[rtype(result = "Result<(i64, i64), RequestError>")]
 pub struct TimeToLive(pub i64);
+
+/// Whether this member's mirror of the applied table holds the lease: on a
+/// follower, whether a "no such lease" from the leader may only be the leader's
+/// lease actor not having heard of the grant yet.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct HoldsLease(pub i64);
 
 /// Every lease ID, soonest expiry first on the leader (by ID elsewhere).
 #[derive(Message)]
@@ -291,6 +298,14 @@ impl Handler<TimeToLive> for LeaseActor {
             None => info.ttl,
         };
         Ok((info.ttl, remaining))
+    }
+}
+
+impl Handler<HoldsLease> for LeaseActor {
+    type Result = bool;
+    fn handle(&mut self, msg: HoldsLease, _: &mut Context<Self>) -> bool {
+        let _t = self.instruments.handling("HoldsLease");
+        self.table.contains_key(&msg.0)
     }
 }
 

@@ -1,7 +1,9 @@
 //! `RaftActor`: wraps the pure Raft core (`crate::raft`). It feeds the core ticks,
 //! proposals, read requests and persistence reports, and carries out what the
 //! core's `Ready` asks: entries and hard state to the `WalActor`, committed entries
-//! to the `StoreActor`, read states to the waiting readers.
+//! to the `StoreActor`, read states to the waiting readers. It owns the peer
+//! links and the peer listener (on its own thread), so it also carries the lease
+//! keep-alives a follower relays to the leader, and their answers.
 //!
 //! The persist-before-send rule is kept by construction: messages the core marks
 //! "after persist" travel with the WAL append and are released only by its
@@ -23,8 +25,8 @@ use crate::error::RequestError;
 use crate::metrics::{ActorMetrics, MailboxProbe, Metrics};
 use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest, RequestHeader};
 use crate::net::peer::{
-    InboundMessages, InboundSnapshot, PeerActor, PeerLimits, PeerLinkConfig, PeerListener, SendMessages,
-    SendSnapshot, SnapshotSent, Unreachable,
+    Deliveries, InboundLeaseRelay, InboundMessages, InboundSnapshot, KeepAliveOutcome, LeaseRelay, PeerActor,
+    PeerLimits, PeerLinkConfig, PeerListener, SendLeaseRelay, SendMessages, SendSnapshot, SnapshotSent, Unreachable,
 };
 use crate::proto::etcdserverpb as pb;
 use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode, Role};
@@ -56,6 +58,18 @@ pub struct ReadIndex {
 #[derive(Message)]
 #[rtype(result = "RaftStatus")]
 pub struct GetRaftStatus;
+
+/// A keep-alive for `lease` that reached this member while another leads:
+/// relayed to the leader over the peer port, and answered with the leader's
+/// outcome when its answer comes back (never, if it is lost: the caller gives
+/// up after a while and asks again). `NoLeader` at once when no other member
+/// leads.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RelayKeepAlive {
+    pub lease: i64,
+    pub responder: oneshot::Sender<Result<KeepAliveOutcome, RequestError>>,
+}
 
 /// A membership change a client asked for.
 #[derive(Debug, Clone)]
@@ -124,6 +138,8 @@ pub struct RaftWiring {
     pub metrics: Metrics,
     /// Told whenever this member becomes or stops being leader (the lease actor).
     pub leadership: Option<Recipient<crate::actors::lease::LeadershipChanged>>,
+    /// Renews the keep-alives other members relay here (the lease actor).
+    pub keep_alive: Option<Recipient<crate::actors::lease::KeepAlive>>,
 }
 
 pub struct RaftActor {
@@ -168,6 +184,11 @@ pub struct RaftActor {
     instruments: ActorMetrics,
     leadership: Option<Recipient<crate::actors::lease::LeadershipChanged>>,
     was_leader: bool,
+    keep_alive: Option<Recipient<crate::actors::lease::KeepAlive>>,
+    /// Keep-alives relayed to the leader, by request number, until answered
+    /// (or their caller gives up: pruned on the tick).
+    relayed_keep_alives: HashMap<u64, oneshot::Sender<Result<KeepAliveOutcome, RequestError>>>,
+    next_relay_request: u64,
 }
 
 /// A follower needs a snapshot: fetch the store's dump and send it along with the message.
@@ -243,6 +264,9 @@ impl RaftActor {
             instruments: w.metrics.actor("raft"),
             metrics: w.metrics,
             leadership: w.leadership,
+            keep_alive: w.keep_alive,
+            relayed_keep_alives: HashMap::new(),
+            next_relay_request: 0,
             was_leader: false,
         }
     }
@@ -444,13 +468,17 @@ impl Actor for RaftActor {
         }
         if let Some(socket) = self.peer_socket.take() {
             let members: Vec<NodeId> = self.boot_members.iter().map(|m| m.id).collect();
+            let deliveries = Deliveries {
+                messages: ctx.address().recipient(),
+                snapshots: ctx.address().recipient(),
+                lease_relays: ctx.address().recipient(),
+            };
             match PeerListener::start_counted(
                 socket,
                 self.cluster_id,
                 self.member_id,
                 members,
-                ctx.address().recipient(),
-                ctx.address().recipient(),
+                deliveries,
                 PeerLimits::default(),
                 Some(self.metrics.peer_received_bytes.clone()),
             ) {
@@ -465,6 +493,7 @@ impl Actor for RaftActor {
             act.node.tick();
             // Clients that gave up while nothing applied (no leader) go now.
             act.awaiting.retain(|(_, responder)| !responder.is_closed());
+            act.relayed_keep_alives.retain(|_, responder| !responder.is_closed());
             act.drive();
         });
         self.drive_soon(ctx);
@@ -686,6 +715,66 @@ impl Handler<InboundMessages> for RaftActor {
             }
         }
         self.drive_soon(ctx);
+    }
+}
+
+impl Handler<RelayKeepAlive> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: RelayKeepAlive, _: &mut Context<Self>) {
+        let _t = self.instruments.handling("RelayKeepAlive");
+        let leader = self.node.leader().filter(|l| *l != self.member_id);
+        let Some((_, link, _)) = leader.and_then(|l| self.peers.get(&l)) else {
+            let _ = msg.responder.send(Err(RequestError::NoLeader));
+            return;
+        };
+        self.next_relay_request += 1;
+        let request = self.next_relay_request;
+        link.do_send(SendLeaseRelay(LeaseRelay::KeepAlive { request, lease: msg.lease }));
+        self.relayed_keep_alives.insert(request, msg.responder);
+    }
+}
+
+/// A keep-alive another member relayed here is renewed by the lease actor
+/// (which refuses it unless this member leads) and answered on the link back;
+/// an answer goes to the caller waiting for it.
+impl Handler<InboundLeaseRelay> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: InboundLeaseRelay, ctx: &mut Context<Self>) {
+        let _t = self.instruments.handling("InboundLeaseRelay");
+        let (request, lease) = match msg.relay {
+            LeaseRelay::Answer { request, outcome } => {
+                if let Some(responder) = self.relayed_keep_alives.remove(&request) {
+                    let _ = responder.send(Ok(outcome));
+                }
+                return;
+            }
+            LeaseRelay::KeepAlive { request, lease } => (request, lease),
+        };
+        let from = msg.from;
+        let Some(leases) = self.keep_alive.clone() else {
+            self.answer_relay(from, request, KeepAliveOutcome::NotLeader);
+            return;
+        };
+        let renew = async move { leases.send(crate::actors::lease::KeepAlive(lease)).await };
+        ctx.spawn(renew.into_actor(self).map(move |renewed, act, _| {
+            let outcome = match renewed {
+                Ok(Ok(ttl)) => KeepAliveOutcome::Renewed { ttl },
+                Ok(Err(RequestError::LeaseNotFound)) => KeepAliveOutcome::NotFound,
+                // Not the leader (any more), or the lease actor is gone: the
+                // relaying member asks again, wherever leadership went.
+                Ok(Err(_)) | Err(_) => KeepAliveOutcome::NotLeader,
+            };
+            act.answer_relay(from, request, outcome);
+        }));
+    }
+}
+
+impl RaftActor {
+    fn answer_relay(&self, to: NodeId, request: u64, outcome: KeepAliveOutcome) {
+        match self.peers.get(&to) {
+            Some((_, link, _)) => link.do_send(SendLeaseRelay(LeaseRelay::Answer { request, outcome })),
+            None => tracing::debug!("no link to member {to:x}; dropping a lease relay answer"),
+        }
     }
 }
 

@@ -64,7 +64,8 @@ pub enum LeaseChange {
     Granted(LeaseInfo),
     Revoked(i64),
     Checkpointed { id: i64, remaining_ttl: i64 },
-    /// Renewed through the log (a keep-alive a follower received).
+    /// Renewed through the log (a keep-alive a follower received, from a log
+    /// written before followers relayed keep-alives to the leader).
     Renewed(LeaseInfo),
     /// The whole table was replaced (snapshot install, start).
     Reset(Vec<LeaseInfo>),

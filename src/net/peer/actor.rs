@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::codec::{self, Frame, Handshake, PROTOCOL_VERSION};
+use super::codec::{self, Frame, Handshake, LeaseRelay, PROTOCOL_VERSION};
 use super::{PeerError, PeerLimits};
 use crate::raft::{Message, NodeId};
 
@@ -50,6 +50,17 @@ use crate::raft::{Message, NodeId};
 pub struct SendMessages(pub Vec<Message>);
 
 impl actix::Message for SendMessages {
+    type Result = ();
+}
+
+/// A lease keep-alive relayed to this actor's remote member, or an answer to
+/// one (see "Lease relay" in `net::peer`). Queued like a message, and like one
+/// dropped when the queue is full or the link is down (the relaying member asks
+/// again).
+#[derive(Debug)]
+pub struct SendLeaseRelay(pub LeaseRelay);
+
+impl actix::Message for SendLeaseRelay {
     type Result = ();
 }
 
@@ -125,6 +136,7 @@ pub struct PeerActor {
 enum Outbound {
     Message(Message),
     Snapshot(PendingSnapshot),
+    Lease(LeaseRelay),
 }
 
 /// A snapshot on its way to the socket.
@@ -290,6 +302,19 @@ impl Handler<SendMessages> for PeerActor {
                 "peer queue full: dropping messages, reporting unreachable"
             );
             self.unreachable.do_send(Unreachable { to: self.remote() });
+        }
+    }
+}
+
+impl Handler<SendLeaseRelay> for PeerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendLeaseRelay, _ctx: &mut Self::Context) {
+        let _t = self.instruments.handling("SendLeaseRelay");
+        if let Some(queue) = &self.queue {
+            if queue.try_send(Outbound::Lease(msg.0)).is_err() {
+                tracing::debug!(remote = format!("{:x}", self.remote()), "peer queue full: dropping a lease relay");
+            }
         }
     }
 }
@@ -516,10 +541,11 @@ async fn serve_link(
             // (No other snapshot can be queued while this one is in flight; were
             // one there, it would wait in `held`, and the messages behind it
             // with it.)
-            let mut batch = Vec::new();
+            let (mut batch, mut relays) = (Vec::new(), Vec::new());
             while held.is_none() && batch.len() < limits.frame_messages_max {
                 match queue.try_recv() {
                     Ok(Outbound::Message(m)) => batch.push(m),
+                    Ok(Outbound::Lease(relay)) => relays.push(relay),
                     Ok(other @ Outbound::Snapshot(_)) => held = Some(other),
                     Err(_) => break,
                 }
@@ -528,6 +554,9 @@ async fn serve_link(
                 if let Err(error) = write_batch(&mut writer, batch, limits, sent).await {
                     return LinkEnd::Failed(error);
                 }
+            }
+            if let Err(error) = write_relays(&mut writer, relays, limits, sent).await {
+                return LinkEnd::Failed(error);
             }
             match snapshot.write_next_chunk(&mut writer, limits, sent).await {
                 Ok(false) => {}
@@ -572,10 +601,11 @@ async fn serve_link(
                 },
             },
             Outbound::Message(first) => {
-                let mut batch = vec![first];
+                let (mut batch, mut relays) = (vec![first], Vec::new());
                 while batch.len() < limits.frame_messages_max {
                     match queue.try_recv() {
                         Ok(Outbound::Message(m)) => batch.push(m),
+                        Ok(Outbound::Lease(relay)) => relays.push(relay),
                         Ok(snapshot @ Outbound::Snapshot(_)) => {
                             held = Some(snapshot);
                             break;
@@ -583,8 +613,12 @@ async fn serve_link(
                         Err(_) => break,
                     }
                 }
-                write_batch(&mut writer, batch, limits, sent).await
+                match write_batch(&mut writer, batch, limits, sent).await {
+                    Ok(()) => write_relays(&mut writer, relays, limits, sent).await,
+                    Err(error) => Err(error),
+                }
             }
+            Outbound::Lease(relay) => write_relays(&mut writer, vec![relay], limits, sent).await,
         };
         if let Err(error) = result {
             return LinkEnd::Failed(error);
@@ -688,6 +722,20 @@ fn closed_reason(read: std::io::Result<usize>) -> PeerError {
 /// Writes `batch` as one frame, or as several if it encodes past the frame limit
 /// (halving until each part fits). A single message too large for any frame is
 /// dropped with an error log: sending it would only get the connection refused.
+/// Writes each lease relay as a frame of its own (they are few and small).
+async fn write_relays(
+    writer: &mut OwnedWriteHalf,
+    relays: Vec<LeaseRelay>,
+    limits: &PeerLimits,
+    sent: Option<&IntCounter>,
+) -> Result<(), PeerError> {
+    for relay in relays {
+        let bytes = codec::encode_frame(&Frame::Lease(relay), limits.frame_bytes_max)?;
+        write_with_timeout(writer, &bytes, limits.write_timeout, sent).await?;
+    }
+    Ok(())
+}
+
 async fn write_batch(
     writer: &mut OwnedWriteHalf,
     batch: Vec<Message>,

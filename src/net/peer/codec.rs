@@ -29,7 +29,11 @@
 //!   the chunks `offset` 0, `0 + len₀`, … up to `total`, in that order on one
 //!   connection, possibly with message frames between them; an empty dump is
 //!   one chunk with `total` 0. The codec checks only the layout; the listener
-//!   checks the sequence (see its docs).
+//!   checks the sequence (see its docs);
+//! - tag 4, a lease keep-alive a follower relays to the leader: `request` (u64,
+//!   the follower's number for it) and `lease` (i64, the lease ID);
+//! - tag 5, the leader's answer to one: `request` and an outcome (0: renewed,
+//!   with the TTL as an i64; 1: no such lease; 2: not the leader).
 //!
 //! A length above the receiver's `frame_bytes_max` is refused from the 8-byte
 //! header alone, before any buffer is allocated.
@@ -44,8 +48,8 @@
 //! frame (tag 2) and the snapshot chunk frame (tag 3) were added that way, without
 //! a bump, so members with and without them still exchange messages during a
 //! rolling upgrade (though a member without tag 3 cannot receive a snapshot from
-//! one that sends it: it drops the connection, and the leader retries later). `WireFrame::Handshake`
-//! stays variant 0 with its field layout fixed forever, so every version can read
+//! one that sends it: it drops the connection, and the leader retries later). The lease relay frames (tags 4 and 5) were appended the same way.
+//! `WireFrame::Handshake` stays variant 0 with its field layout fixed forever, so every version can read
 //! (and refuse) every other version's handshake.
 //!
 //! # Decoding without trusting lengths
@@ -124,6 +128,29 @@ pub enum Frame {
         total: u64,
         data: Vec<u8>,
     },
+    Lease(LeaseRelay),
+}
+
+/// A lease keep-alive crossing the peer port: lease deadlines live in the
+/// leader's memory, so a follower relays its clients' keep-alives to the leader
+/// (as etcd's followers forward them to the leader's `/leases` peer handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRelay {
+    /// "Renew lease `lease`", from a follower; `request` pairs the answer with it.
+    KeepAlive { request: u64, lease: i64 },
+    /// The leader's answer to the follower's `request`.
+    Answer { request: u64, outcome: KeepAliveOutcome },
+}
+
+/// What a relayed keep-alive came to on the member that received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveOutcome {
+    /// Renewed: the lease's TTL in seconds.
+    Renewed { ttl: i64 },
+    /// No such lease (expired or revoked).
+    NotFound,
+    /// The receiver is not the leader (any more).
+    NotLeader,
 }
 
 /// A parsed frame header: the payload length is already checked against the limit.
@@ -151,6 +178,7 @@ pub fn encode_frame(frame: &Frame, frame_bytes_max: u32) -> Result<Vec<u8>, Peer
             total,
             data,
         } => encode_snapshot_chunk(message.as_ref(), *offset, *total, data, frame_bytes_max),
+        Frame::Lease(relay) => encode_wire(&WireFrame::from(*relay), frame_bytes_max),
     }
 }
 
@@ -384,6 +412,23 @@ enum WireFrame {
         total: u64,
         data: WireBytes,
     },
+    /// Appended without a version bump (see the module docs).
+    LeaseKeepAlive {
+        request: u64,
+        lease: i64,
+    },
+    /// Appended without a version bump (see the module docs).
+    LeaseKeepAliveAnswer {
+        request: u64,
+        outcome: WireKeepAliveOutcome,
+    },
+}
+
+#[derive(Debug, Encode, Decode)]
+enum WireKeepAliveOutcome {
+    Renewed { ttl: i64 },
+    NotFound,
+    NotLeader,
 }
 
 #[derive(Debug, Encode, Decode)]
@@ -595,6 +640,31 @@ impl From<WireFrame> for Frame {
                 offset,
                 total,
                 data: data.0,
+            },
+            WireFrame::LeaseKeepAlive { request, lease } => Frame::Lease(LeaseRelay::KeepAlive { request, lease }),
+            WireFrame::LeaseKeepAliveAnswer { request, outcome } => {
+                let outcome = match outcome {
+                    WireKeepAliveOutcome::Renewed { ttl } => KeepAliveOutcome::Renewed { ttl },
+                    WireKeepAliveOutcome::NotFound => KeepAliveOutcome::NotFound,
+                    WireKeepAliveOutcome::NotLeader => KeepAliveOutcome::NotLeader,
+                };
+                Frame::Lease(LeaseRelay::Answer { request, outcome })
+            }
+        }
+    }
+}
+
+impl From<LeaseRelay> for WireFrame {
+    fn from(relay: LeaseRelay) -> Self {
+        match relay {
+            LeaseRelay::KeepAlive { request, lease } => WireFrame::LeaseKeepAlive { request, lease },
+            LeaseRelay::Answer { request, outcome } => WireFrame::LeaseKeepAliveAnswer {
+                request,
+                outcome: match outcome {
+                    KeepAliveOutcome::Renewed { ttl } => WireKeepAliveOutcome::Renewed { ttl },
+                    KeepAliveOutcome::NotFound => WireKeepAliveOutcome::NotFound,
+                    KeepAliveOutcome::NotLeader => WireKeepAliveOutcome::NotLeader,
+                },
             },
         }
     }
@@ -891,6 +961,22 @@ mod tests {
             decode_frame(&bytes, MAX).expect("decode").0,
             Frame::Handshake(h)
         );
+    }
+
+    #[test]
+    fn lease_relay_frames_round_trip_with_their_tags() {
+        let relays = [
+            LeaseRelay::KeepAlive { request: 1, lease: i64::MAX },
+            LeaseRelay::Answer { request: u64::MAX, outcome: KeepAliveOutcome::Renewed { ttl: 60 } },
+            LeaseRelay::Answer { request: 2, outcome: KeepAliveOutcome::NotFound },
+            LeaseRelay::Answer { request: 3, outcome: KeepAliveOutcome::NotLeader },
+        ];
+        for (relay, tag) in relays.into_iter().zip([4u8, 5, 5, 5]) {
+            let bytes = encode_frame(&Frame::Lease(relay), MAX).expect("encode");
+            // The payload opens with the frame's tag (a one-byte varint).
+            assert_eq!(bytes[FRAME_HEADER_BYTES], tag, "{relay:?}");
+            assert_eq!(decode_frame(&bytes, MAX).expect("decode").0, Frame::Lease(relay));
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! must open with a handshake naming this cluster, a known member as sender and
 //! this member as receiver; then every frame it sends is decoded and its messages
 //! delivered, in order, as one [`InboundMessages`] per message frame and one
-//! [`InboundSnapshot`] per completed snapshot. Each delivery is awaited until
+//! [`InboundSnapshot`] per completed snapshot (and one [`InboundLeaseRelay`]
+//! per lease relay frame). Each delivery is awaited until
 //! handled before the next frame is read, so the two kinds reach the Raft actor in
 //! the order they were completed even though they go to different recipients.
 //!
@@ -45,7 +46,7 @@ use actix::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::codec::{self, Frame, Handshake, PROTOCOL_VERSION};
+use super::codec::{self, Frame, Handshake, LeaseRelay, PROTOCOL_VERSION};
 use super::{HandshakeRefusal, PeerError, PeerLimits};
 use crate::raft::{Message, NodeId};
 
@@ -71,6 +72,25 @@ impl actix::Message for InboundSnapshot {
     type Result = ();
 }
 
+/// A lease relay frame (a keep-alive or its answer) from member `from`, the
+/// handshaken sender of the connection it came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundLeaseRelay {
+    pub from: NodeId,
+    pub relay: LeaseRelay,
+}
+
+impl actix::Message for InboundLeaseRelay {
+    type Result = ();
+}
+
+/// Where a listener hands what it receives: in the Raft actor, all three.
+pub struct Deliveries {
+    pub messages: Recipient<InboundMessages>,
+    pub snapshots: Recipient<InboundSnapshot>,
+    pub lease_relays: Recipient<InboundLeaseRelay>,
+}
+
 /// A handshake frame is ~35 bytes; before a connection has identified itself it
 /// may not make us buffer more than this.
 const HANDSHAKE_FRAME_BYTES_MAX: u32 = 256;
@@ -93,8 +113,7 @@ struct ListenerShared {
     cluster_id: u64,
     local_member_id: NodeId,
     limits: PeerLimits,
-    deliver: Recipient<InboundMessages>,
-    deliver_snapshot: Recipient<InboundSnapshot>,
+    deliver: Deliveries,
     /// Bytes read from each remote member, by its hex id (etcd's
     /// `peer_received_bytes_total{From}`).
     received_bytes: Option<prometheus::IntCounterVec>,
@@ -103,25 +122,16 @@ struct ListenerShared {
 impl PeerListener {
     /// Starts accepting on `listener` with the default [`PeerLimits`]. `members` is
     /// the set of member ids allowed to connect; it need not contain the local id.
-    /// Message frames go to `deliver`, snapshot frames to `deliver_snapshot`.
-    /// Must be called inside an actix system (the tasks run on the current arbiter).
+    /// What arrives goes to `deliver`. Must be called inside an actix system (the
+    /// tasks run on the current arbiter).
     pub fn start(
         listener: std::net::TcpListener,
         cluster_id: u64,
         local_member_id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
-        deliver: Recipient<InboundMessages>,
-        deliver_snapshot: Recipient<InboundSnapshot>,
+        deliver: Deliveries,
     ) -> Result<PeerListener, PeerError> {
-        Self::start_with_limits(
-            listener,
-            cluster_id,
-            local_member_id,
-            members,
-            deliver,
-            deliver_snapshot,
-            PeerLimits::default(),
-        )
+        Self::start_with_limits(listener, cluster_id, local_member_id, members, deliver, PeerLimits::default())
     }
 
     /// [`PeerListener::start`] with explicit limits.
@@ -130,23 +140,20 @@ impl PeerListener {
         cluster_id: u64,
         local_member_id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
-        deliver: Recipient<InboundMessages>,
-        deliver_snapshot: Recipient<InboundSnapshot>,
+        deliver: Deliveries,
         limits: PeerLimits,
     ) -> Result<PeerListener, PeerError> {
-        Self::start_counted(listener, cluster_id, local_member_id, members, deliver, deliver_snapshot, limits, None)
+        Self::start_counted(listener, cluster_id, local_member_id, members, deliver, limits, None)
     }
 
     /// [`PeerListener::start_with_limits`], counting the bytes read from each
     /// remote member (label: its hex id) in `received_bytes`.
-    #[allow(clippy::too_many_arguments)]
     pub fn start_counted(
         listener: std::net::TcpListener,
         cluster_id: u64,
         local_member_id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
-        deliver: Recipient<InboundMessages>,
-        deliver_snapshot: Recipient<InboundSnapshot>,
+        deliver: Deliveries,
         limits: PeerLimits,
         received_bytes: Option<prometheus::IntCounterVec>,
     ) -> Result<PeerListener, PeerError> {
@@ -161,7 +168,6 @@ impl PeerListener {
             local_member_id,
             limits,
             deliver,
-            deliver_snapshot,
             received_bytes,
         });
         tracing::info!(
@@ -354,7 +360,8 @@ async fn serve_connection(
                 );
                 // As for messages: waits until handled, so order is kept.
                 shared
-                    .deliver_snapshot
+                    .deliver
+                    .snapshots
                     .send(InboundSnapshot { message, data })
                     .await
                     .map_err(|_| PeerError::RecipientGone)?;
@@ -382,8 +389,21 @@ async fn serve_connection(
                 // As for messages: waits until handled, so order is kept and at
                 // most this one dump is held per connection.
                 shared
-                    .deliver_snapshot
+                    .deliver
+                    .snapshots
                     .send(InboundSnapshot { message, data })
+                    .await
+                    .map_err(|_| PeerError::RecipientGone)?;
+                continue;
+            }
+            Frame::Lease(relay) => {
+                still_a_member()?;
+                // Waits for mailbox room like messages (not for the answer,
+                // which goes out on this member's own link to the sender).
+                shared
+                    .deliver
+                    .lease_relays
+                    .send(InboundLeaseRelay { from: remote, relay })
                     .await
                     .map_err(|_| PeerError::RecipientGone)?;
                 continue;
@@ -409,6 +429,7 @@ async fn serve_connection(
         // most this one frame while the Raft actor catches up.
         shared
             .deliver
+            .messages
             .send(InboundMessages(messages))
             .await
             .map_err(|_| PeerError::RecipientGone)?;

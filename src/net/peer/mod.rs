@@ -2,7 +2,9 @@
 //!
 //! Owns the peer wire format ([`codec`]), one outbound link per remote member
 //! ([`PeerActor`]) and the inbound side of the peer port ([`PeerListener`]). It
-//! moves `crate::raft::Message`s and nothing else: it never looks inside them
+//! moves `crate::raft::Message`s, and the lease keep-alives followers relay to
+//! the leader ([`LeaseRelay`]; see "Lease relay" below), and nothing else: it
+//! never looks inside them
 //! beyond `from` / `to`, never retries on Raft's behalf (Raft retransmits; a
 //! message lost while a link is down is dropped and reported as [`Unreachable`]),
 //! and never blocks an actor's event loop (all socket I/O is async, on tasks).
@@ -41,6 +43,15 @@
 //! only moves it back to probing), one that matches is simply accepted. Raft
 //! never depends on the transport's order for safety, only for efficiency.
 //!
+//! # Lease relay
+//!
+//! Lease deadlines live in the leader's memory, so a keep-alive that reaches a
+//! follower is relayed to the leader on the follower's link ([`SendLeaseRelay`],
+//! a frame of its own, in queue order with the messages) and answered on the
+//! leader's link back ([`InboundLeaseRelay`] on each side). Like a message, a
+//! relay frame is dropped while a link is down: the follower's client service
+//! asks again after a second (see `ClientService::lease_keep_alive`).
+//!
 //! Each `SendSnapshot` is answered by one [`SnapshotSent`], which the Raft actor
 //! reports to its core: `ok` once every chunk is written to the socket, not `ok`
 //! when refused or lost (link down mid-stream, queue full, actor stopped). `ok`
@@ -59,8 +70,9 @@ use std::time::Duration;
 
 use crate::raft::NodeId;
 
-pub use actor::{PeerActor, PeerLinkConfig, SendMessages, SendSnapshot, SnapshotSent, Unreachable};
-pub use listener::{InboundMessages, InboundSnapshot, PeerListener};
+pub use actor::{PeerActor, PeerLinkConfig, SendLeaseRelay, SendMessages, SendSnapshot, SnapshotSent, Unreachable};
+pub use codec::{KeepAliveOutcome, LeaseRelay};
+pub use listener::{Deliveries, InboundLeaseRelay, InboundMessages, InboundSnapshot, PeerListener};
 
 /// Why a peer connection, frame or handshake failed. Every one of these ends the
 /// connection it happened on (after a log line); none of them stops the member.

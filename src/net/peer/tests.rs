@@ -25,6 +25,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 enum Delivered {
     Messages(Vec<Message>),
     Snapshot { message: Message, data: Vec<u8> },
+    Lease(InboundLeaseRelay),
 }
 
 /// Stands in for the Raft actor: records what the transport hands it.
@@ -44,7 +45,7 @@ impl Recorded {
             .into_iter()
             .filter_map(|d| match d {
                 Delivered::Messages(m) => Some(m),
-                Delivered::Snapshot { .. } => None,
+                _ => None,
             })
             .collect()
     }
@@ -53,7 +54,7 @@ impl Recorded {
             .into_iter()
             .filter_map(|d| match d {
                 Delivered::Snapshot { message, data } => Some((message, data)),
-                Delivered::Messages(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -96,6 +97,13 @@ impl Handler<InboundSnapshot> for Collector {
                 message: msg.message,
                 data: msg.data,
             });
+    }
+}
+
+impl Handler<InboundLeaseRelay> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: InboundLeaseRelay, _: &mut Self::Context) {
+        self.0.inbound.lock().expect("lock").push(Delivered::Lease(msg));
     }
 }
 
@@ -145,8 +153,11 @@ fn start_listener(
         CLUSTER,
         local,
         members.iter().copied(),
-        collector.clone().recipient(),
-        collector.recipient(),
+        Deliveries {
+            messages: collector.clone().recipient(),
+            snapshots: collector.clone().recipient(),
+            lease_relays: collector.recipient(),
+        },
         test_limits(),
     )
     .expect("listener")
@@ -247,6 +258,40 @@ async fn messages_arrive_in_order_and_batched() {
         expected.len()
     );
     assert_eq!(sender.unreachable_reports(), 0);
+}
+
+#[actix_rt::test]
+async fn lease_relays_arrive_from_their_handshaken_sender_among_messages() {
+    let receiver = Recorded::default();
+    let listener = start_listener("127.0.0.1:0", RECEIVER, &[SENDER, RECEIVER], &receiver);
+    let sender = Recorded::default();
+    let peer = start_peer(CLUSTER, SENDER, RECEIVER, listener.local_addr(), &sender);
+
+    let relays = [
+        LeaseRelay::KeepAlive { request: 7, lease: 0x1234 },
+        LeaseRelay::Answer { request: 8, outcome: KeepAliveOutcome::Renewed { ttl: 5 } },
+    ];
+    peer.do_send(SendMessages(vec![heartbeat(SENDER, RECEIVER, 1)]));
+    peer.do_send(SendLeaseRelay(relays[0]));
+    peer.do_send(SendMessages(vec![heartbeat(SENDER, RECEIVER, 2)]));
+    peer.do_send(SendLeaseRelay(relays[1]));
+
+    let relayed = || -> Vec<(NodeId, LeaseRelay)> {
+        receiver
+            .deliveries()
+            .into_iter()
+            .filter_map(|d| match d {
+                Delivered::Lease(InboundLeaseRelay { from, relay }) => Some((from, relay)),
+                _ => None,
+            })
+            .collect()
+    };
+    wait_until("both relays and both heartbeats", || {
+        relayed().len() >= 2 && receiver.inbound_messages().len() >= 2
+    })
+    .await;
+    assert_eq!(relayed(), vec![(SENDER, relays[0]), (SENDER, relays[1])]);
+    assert_eq!(receiver.inbound_messages().len(), 2);
 }
 
 /// Connects with a raw socket, sends `handshake` then one message frame, and
