@@ -16,3 +16,4 @@ pub mod raft;
 pub mod recipes;
 pub mod service;
 pub mod storage;
+pub mod threads;

@@ -117,6 +117,8 @@ pub struct MetricSet {
     actor_handle_seconds: HistogramVec,
     actor_mailbox_depth: IntGaugeVec,
     actor_mailbox_wait_seconds: HistogramVec,
+    /// Per thread name: CPU, run-queue wait, context switches (read at scrape).
+    threads: crate::threads::ThreadMetrics,
 }
 
 /// etcd's buckets for disk latencies: 1 ms doubling up to ~8 s.
@@ -242,6 +244,7 @@ impl Metrics {
                 h("stead", "actor", "mailbox_wait_seconds", "Time the actor's mailbox probe waited behind other messages.", handle_buckets()),
                 &["actor"]
             ),
+            threads: crate::threads::ThreadMetrics::new(&registry).expect("metric names are unique"),
             registry,
         };
         Metrics(Arc::new(set))
@@ -255,6 +258,12 @@ impl Metrics {
             tracing::error!("encoding metrics: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Reads the member's threads into the `stead_thread_*` metrics. Blocking:
+    /// it reads `/proc` (call it off any actor's loop).
+    pub fn refresh_threads(&self) {
+        self.threads.refresh();
     }
 
     /// The instruments of one actor (`actor` is its label value).

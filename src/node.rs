@@ -65,6 +65,14 @@ pub fn version_text() -> String {
     )
 }
 
+/// A new arbiter (an OS thread running actors), named for `top -H` and the
+/// `stead_thread_*` metrics.
+fn named_arbiter(name: &'static str) -> Arbiter {
+    let arbiter = Arbiter::new();
+    arbiter.spawn_fn(move || crate::threads::name_current_thread(name));
+    arbiter
+}
+
 fn create_dir(path: &Path) -> Result<(), NodeError> {
     std::fs::create_dir_all(path).map_err(|source| NodeError::DataDir { path: path.to_path_buf(), source })
 }
@@ -265,6 +273,7 @@ fn serve_metrics(
 ) -> Result<actix_web::dev::ServerHandle, NodeError> {
     use actix_web::{web, App, HttpServer};
     let mut server = HttpServer::new(move || {
+        crate::threads::name_current_thread("stead-metrics");
         App::new()
             .app_data(web::Data::new(service.clone()))
             .route("/metrics", web::get().to(crate::net::gateway::metrics))
@@ -328,14 +337,14 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         members.list()
     };
 
-    let raft_arbiter = Arbiter::new();
-    let store_arbiter = Arbiter::new().handle();
+    let raft_arbiter = named_arbiter("stead-raft");
+    let store_arbiter = named_arbiter("stead-store").handle();
     // The WAL actor never waits on its loop, and shares the Raft actor's: a
     // write's hand-off to it and back is then no thread switch. The peer links
     // and the peer listener run there too (the Raft actor starts them).
     let wal_arbiter = raft_arbiter.handle();
     // The watch hub starts first: the store is created with its address.
-    let watch_arbiter = Arbiter::new().handle();
+    let watch_arbiter = named_arbiter("stead-watch").handle();
     let hub_config = HubConfig::new(settings.max_request_bytes);
     // Set by the hub while a watcher wants `prev_kv`: only then do puts read the
     // values they replace.
@@ -355,7 +364,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
         let enabled = auth_enabled.clone();
         let cost = settings.bcrypt_cost;
         let metrics = metrics.clone();
-        AuthActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        AuthActor::start_in_arbiter(&named_arbiter("stead-auth").handle(), move |_| {
             AuthActor::new(provider, cost, enabled).with_metrics(&metrics)
         })
     };
@@ -363,7 +372,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
     let (lease_tx, lease_rx) = tokio::sync::oneshot::channel();
-    let lease_arbiter = Arbiter::new().handle();
+    let lease_arbiter = named_arbiter("stead-lease").handle();
     let tick = Duration::from_millis(settings.heartbeat_interval_ms);
     let (max_request_bytes, snapshot_count) = (settings.max_request_bytes, settings.snapshot_count);
     let cluster_token = settings.cluster_token.clone();

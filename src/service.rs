@@ -108,6 +108,10 @@ impl ClientService {
                 self.metrics.watch_stream_total.set(stats.streams as i64);
             }
         }
+        let metrics = self.metrics.clone();
+        if tokio::task::spawn_blocking(move || metrics.refresh_threads()).await.is_err() {
+            tracing::warn!("reading the threads' counts failed; their metrics are from the last scrape");
+        }
         self.metrics.encode()
     }
 

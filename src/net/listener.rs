@@ -62,6 +62,8 @@ impl ClientServer {
         let service = self.service.clone();
         let shutdown = self.builder.graceful_shutdown_signal();
         self.builder = self.builder.listen(format!("stead-client-{addr}"), listener, move || {
+            // Called on each worker thread as it starts.
+            crate::threads::name_current_thread("stead-client");
             connection_service(service.clone(), shutdown.clone(), addr)
         })?;
         Ok(self)
