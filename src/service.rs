@@ -230,10 +230,14 @@ impl ClientService {
     /// gone. A relay lost with a dying leader, or answered by a member that has
     /// just stopped leading, is tried again (from the top: this member may lead
     /// now) until the request timeout, as etcd's follower retries a renewal
-    /// against the new leader. So is a "no such lease" from the leader while this
-    /// member's applied table holds the lease: the leader's lease actor may not
-    /// have heard of a grant that this member already answered (and if the
-    /// leader revoked it, this member applies the revoke soon).
+    /// against the new leader.
+    ///
+    /// "No such lease" is believed only once this member has applied everything
+    /// committed when it was heard (a barrier): a grant a client had answered
+    /// through another member may not have reached a lease actor yet. On the
+    /// leader, its lease actor is then current; on a follower, its own applied
+    /// table says whether the lease exists, and if it does, the leader's lease
+    /// actor is behind and is asked again.
     async fn renew_lease(&self, id: i64) -> Result<i64, RequestError> {
         /// A relay is answered in milliseconds; past this, the leader it went to
         /// is taken for dead.
@@ -242,11 +246,17 @@ impl ClientService {
         /// that has not heard of the lease yet).
         const RETRY_PAUSE: Duration = Duration::from_millis(10);
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let mut caught_up = false;
         loop {
             let local = self.lease_actor()?.send(lease::KeepAlive(id)).await.map_err(|_| RequestError::Stopped)?;
             let relayed = match local {
                 Ok(ttl) => return Ok(ttl),
-                Err(RequestError::LeaseNotFound) => return Ok(0),
+                Err(RequestError::LeaseNotFound) if caught_up => return Ok(0),
+                Err(RequestError::LeaseNotFound) => {
+                    self.barrier().await?;
+                    caught_up = true;
+                    continue;
+                }
                 Err(RequestError::NotLeader) => {
                     let wait = RELAY_TRY.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                     self.relay_keep_alive(id, wait).await
@@ -256,6 +266,10 @@ impl ClientService {
             let failed = match relayed {
                 Ok(KeepAliveOutcome::Renewed { ttl }) => return Ok(ttl),
                 Ok(KeepAliveOutcome::NotFound) => {
+                    if !caught_up {
+                        self.barrier().await?;
+                        caught_up = true;
+                    }
                     let held = self.lease_actor()?.send(lease::HoldsLease(id)).await.map_err(|_| RequestError::Stopped)?;
                     if !held {
                         return Ok(0);

@@ -62,8 +62,9 @@ pub struct KeepAlive(pub i64);
 pub struct TimeToLive(pub i64);
 
 /// Whether this member's mirror of the applied table holds the lease: on a
-/// follower, whether a "no such lease" from the leader may only be the leader's
-/// lease actor not having heard of the grant yet.
+/// follower that has caught up with the commit index, whether a "no such lease"
+/// from the leader can only be the leader's lease actor not having heard of the
+/// grant yet.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct HoldsLease(pub i64);
