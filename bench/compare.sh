@@ -7,7 +7,9 @@
 #
 # Prints a table: workload, etcd and stead figures, stead/etcd ratios
 # (throughput: above 1 is better for stead; p99 latency: below 1 is better),
-# then the RSS lines: every server after loading 100,000 keys of 256 B, and the
+# then the servers' CPU per request (all members; below 1 is better for stead)
+# with stead's split by thread (its `stead_thread_*` metrics), then the RSS
+# lines: every server after loading 100,000 keys of 256 B, and the
 # RSS per idle watcher (10,000 idle watchers on the first member of each).
 #
 #   bench/compare.sh [--members 1|3] [--total N] [--rounds N] [--quick]
@@ -165,19 +167,53 @@ check_alive() {
 }
 
 RESULTS=$tmp/results.jsonl
-# run_one ROW SYSTEM ARGS...: one stead-bench run, its JSON line recorded.
+CLK_TCK=$(getconf CLK_TCK)
+# CPU seconds (user + system) used so far by a system's server processes. The
+# process name in `stat` may hold spaces: fields are counted after its ")".
+cpu_seconds() {
+  local p ticks=0
+  while read -r p; do
+    ticks=$((ticks + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done <"$tmp/$1.pids"
+  python3 -c "print($ticks / $CLK_TCK)"
+}
+# stead's per-thread CPU seconds so far, every member's `stead_thread_cpu_seconds_total`
+# lines concatenated (a member that does not answer adds nothing).
+stead_threads() {
+  local ep
+  for ep in $(tr ',' ' ' <"$tmp/stead.eps"); do
+    curl -sf "http://$ep/metrics" | grep '^stead_thread_cpu_seconds_total' || true
+  done
+}
+# run_one ROW SYSTEM ARGS...: one stead-bench run, its JSON line recorded with
+# the CPU the servers used during it (and, for stead, by thread name).
 run_one() {
   local row=$1 system=$2; shift 2
   check_alive
   local eps; eps=$(cat "$tmp/$system.eps")
-  local out rc=0
+  local out rc=0 cpu_before cpu_after threads_before="" threads_after=""
+  if [ "$system" = stead ]; then threads_before=$(stead_threads); fi
+  cpu_before=$(cpu_seconds "$system")
   out=$("$BENCH" --endpoints "$eps" --json "$@" 2>"$tmp/bench.err") || rc=$?
+  cpu_after=$(cpu_seconds "$system")
+  if [ "$system" = stead ]; then threads_after=$(stead_threads); fi
   if [ "$rc" = 2 ] || [ -z "$out" ]; then
     echo "compare: $row on $system could not run: $(cat "$tmp/bench.err")" >&2
     out='null'
   fi
-  python3 -c 'import json,sys; print(json.dumps({"row": sys.argv[1], "system": sys.argv[2], "summary": json.loads(sys.argv[3])}))' \
-    "$row" "$system" "$out" >>"$RESULTS"
+  python3 - "$row" "$system" "$out" "$cpu_before" "$cpu_after" "$threads_before" "$threads_after" >>"$RESULTS" <<'PY'
+import json, re, sys
+row, system, out, cpu_before, cpu_after, before, after = sys.argv[1:]
+def by_thread(text):
+    sums = {}
+    for m in re.finditer(r'thread="([^"]*)"\} (\S+)', text):
+        sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(2))
+    return sums
+b, a = by_thread(before), by_thread(after)
+threads = {t: a[t] - b.get(t, 0.0) for t in a}
+print(json.dumps({"row": row, "system": system, "summary": json.loads(out),
+                  "cpu_seconds": float(cpu_after) - float(cpu_before), "threads": threads}))
+PY
   echo "compare: $row, $system: $out" >&2
 }
 # workload ROW ARGS...: ROUNDS alternations etcd, stead.
@@ -281,5 +317,26 @@ for name in order:
     ep, sp = mean(e, "p99_ms"), mean(s, "p99_ms")
     errs = f"{errors(e) or '0'} / {errors(s) or '0'}"
     print(f"{name:<{w}} {fmt(et,1):>11} {fmt(st,1):>11} {ratio(st,et):>7} {fmt(ep,3):>12} {fmt(sp,3):>12} {ratio(sp,ep):>7}  {errs}")
+# CPU per request: what the servers used during a run (all members), over the
+# requests it completed (watch rows: events delivered). Less noisy than op/s on
+# a shared machine: it does not depend on how much CPU the servers were given.
+cpu = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["summary"] and r["summary"].get("done"):
+        cpu.setdefault(r["row"], {"etcd": [], "stead": []})[r["system"]].append(
+            (r["cpu_seconds"] / r["summary"]["done"], {t: v / r["summary"]["done"] for t, v in r["threads"].items()}))
+print()
+print(f"{'CPU per request, all members (us)':<{w}} {'etcd':>11} {'stead':>11} {'ratio':>7}  stead by thread")
+for name in order:
+    e, s = cpu.get(name, {}).get("etcd", []), cpu.get(name, {}).get("stead", [])
+    ec = sum(c for c, _ in e) / len(e) * 1e6 if e else None
+    sc = sum(c for c, _ in s) / len(s) * 1e6 if s else None
+    threads = {}
+    for _, t in s:
+        for k, v in t.items():
+            threads[k] = threads.get(k, 0.0) + v * 1e6 / len(s)
+    top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.5)
+    print(f"{name:<{w}} {fmt(ec,1):>11} {fmt(sc,1):>11} {ratio(sc,ec):>7}  {top}")
 PY
 for line in "${RSS_LINES[@]}"; do echo "$line"; done
