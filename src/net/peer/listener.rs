@@ -6,8 +6,8 @@
 //! delivered, in order, as one [`InboundMessages`] per message frame and one
 //! [`InboundSnapshot`] per completed snapshot (and one [`InboundLeaseRelay`]
 //! per lease relay frame). Each delivery is awaited until
-//! handled before the next frame is read, so the two kinds reach the Raft actor in
-//! the order they were completed even though they go to different recipients.
+//! handled before the next frame is read, so every kind reaches the Raft actor in
+//! the order it was completed even though each goes to its own recipient.
 //!
 //! # Snapshot reassembly
 //!
