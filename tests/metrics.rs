@@ -135,9 +135,14 @@ fn metrics_move_with_traffic() {
         assert_eq!(labelled(&after, &format!("stead_thread_count{{thread=\"{thread}\"}}")), 1.0, "{thread} in:\n{after}");
     }
     assert!(labelled(&after, "stead_thread_count{thread=\"stead-client\"}") >= 1.0, "{after}");
+    // CPU time is counted in nanoseconds where the kernel keeps scheduler
+    // statistics, else in 10 ms ticks, which this little traffic may not reach.
+    let fine_grained = std::path::Path::new("/proc/thread-self/schedstat").exists();
     for thread in ["stead-raft", "stead-store", "stead-wal", "stead-client"] {
         let cpu = format!("stead_thread_cpu_seconds_total{{thread=\"{thread}\"}}");
-        assert!(labelled(&after, &cpu) > labelled(&before, &cpu), "{cpu} did not move:\n{after}");
+        if fine_grained {
+            assert!(labelled(&after, &cpu) > labelled(&before, &cpu), "{cpu} did not move:\n{after}");
+        }
         let woke = format!("stead_thread_context_switches_total{{kind=\"voluntary\",thread=\"{thread}\"}}");
         assert!(labelled(&after, &woke) - labelled(&before, &woke) >= 7.0, "{woke}:\n{after}");
     }
