@@ -305,3 +305,27 @@ fn the_in_memory_raft_log_stays_bounded() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A slow, steady writer's puts share backend batches: written in a pause once
+/// the batch is 100 ms old, not one batch per put (each sled batch wakes sled's
+/// whole I/O pool twice).
+#[test]
+fn a_slow_writers_puts_share_backend_batches() {
+    let s = Server::start(&[]);
+    let commits = "etcd_disk_backend_commit_duration_seconds_count";
+    let before = scrape(&s);
+    let puts = 30;
+    for i in 0..puts {
+        let (code, put) = s.post("/v3/kv/put", &json!({"key": b64(&format!("slow/{i}")), "value": b64("v")}).to_string());
+        assert_eq!(code, 200, "{put}");
+        // 20 ms: a pause long enough to have written every put on its own.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The last batch is written within 200 ms of its first put.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let written = value(&scrape(&s), commits) - value(&before, commits);
+    // 30 puts over at least 600 ms: about one batch per 100 ms.
+    assert!((1.0..=15.0).contains(&written), "{written} backend commits for {puts} paced puts");
+    let (code, got) = s.post("/v3/kv/range", &json!({"key": b64("slow/"), "range_end": b64("slow0")}).to_string());
+    assert_eq!((code, got["count"].as_str()), (200, Some("30")), "{got}");
+}

@@ -37,6 +37,15 @@ const BACKEND_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_se
 const BACKEND_BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 /// A pause in applies this long writes what is staged.
 const BACKEND_WRITE_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
+/// While applies come with pauses between them and few revisions are staged
+/// (a slow writer), what is staged is written in the first pause after it is
+/// this old (etcd's batch interval; twice this if no pause comes). Writing in
+/// every pause made each put at 100 a second a sled batch of its own, and each
+/// sled batch wakes sled's whole I/O pool twice.
+const BACKEND_SLOW_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+/// A slow writer's batch waits for its age only while it holds fewer staged
+/// revisions than this; a larger one is written as a busy writer's is.
+const BACKEND_SLOW_BATCH_REVISIONS: usize = 64;
 
 /// Where an applied result goes: the client waiting on the proposal.
 pub type Responder = oneshot::Sender<Result<Response, RequestError>>;
@@ -233,6 +242,9 @@ pub struct StoreActor {
     staged_since: Option<std::time::Instant>,
     last_apply: std::time::Instant,
     idle_write_scheduled: bool,
+    /// Applies paused since something was staged: writes wait for a pause
+    /// (see `write_staged_when_due`).
+    paused_while_staged: bool,
     /// The watch hub's "some watcher wants `prev_kv`" (see `with_prev_kv_flag`).
     prev_kv_wanted: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     metrics: Metrics,
@@ -273,6 +285,7 @@ impl StoreActor {
             staged_since: None,
             last_apply: std::time::Instant::now(),
             idle_write_scheduled: false,
+            paused_while_staged: false,
             prev_kv_wanted: None,
             instruments: ActorMetrics::detached("store"),
             metrics: Metrics::new(),
@@ -346,6 +359,7 @@ impl StoreActor {
         // Timed only when applies staged something (the callers that read the
         // backend directly call this whether or not they did).
         let commit = self.staged_since.take().map(|_| self.metrics.backend_commit_seconds.start_timer());
+        self.paused_while_staged = false;
         if let Err(e) = self.store.write_staged_now() {
             panic!("storage fault writing the apply batches up to index {}: {e}", self.applied_index);
         }
@@ -354,15 +368,22 @@ impl StoreActor {
         }
     }
 
-    /// After an apply: staged changes are written once applies pause for
-    /// `BACKEND_WRITE_IDLE` (so the write's disk and CPU work stays clear of the
-    /// answers and watch events just sent), or at once when they have waited
-    /// `BACKEND_BATCH_INTERVAL` (applies that never pause).
+    /// After an apply: staged changes are written in a pause of applies
+    /// (`BACKEND_WRITE_IDLE`), so the write's disk and CPU work stays clear of
+    /// the answers and watch events just sent, or at once when applies never
+    /// pause and they have waited `BACKEND_BATCH_INTERVAL`. Once applies have
+    /// paused with little staged, the write waits for a pause after
+    /// `BACKEND_SLOW_BATCH_AGE` (so a slow writer's puts share a batch), and
+    /// comes at once at twice that age if applies stopped pausing.
     fn write_staged_when_due(&mut self, ctx: &mut Context<Self>) {
         let now = std::time::Instant::now();
         self.last_apply = now;
         let since = *self.staged_since.get_or_insert(now);
-        if now.duration_since(since) >= BACKEND_BATCH_INTERVAL {
+        let age = now.duration_since(since);
+        // A slow writer's batch is written in a pause (the idle check), never
+        // right after an apply, unless pauses stopped coming.
+        let due = if self.slow_writer() { 2 * BACKEND_SLOW_BATCH_AGE } else { BACKEND_BATCH_INTERVAL };
+        if age >= due {
             self.write_staged();
         } else if !self.idle_write_scheduled {
             self.idle_write_scheduled = true;
@@ -370,18 +391,31 @@ impl StoreActor {
         }
     }
 
+    /// Applies paused since something was staged, and little is staged.
+    fn slow_writer(&self) -> bool {
+        self.paused_while_staged && self.store.staged_revisions() < BACKEND_SLOW_BATCH_REVISIONS
+    }
+
     fn write_staged_if_idle(&mut self, ctx: &mut Context<Self>) {
         self.idle_write_scheduled = false;
-        if self.staged_since.is_none() {
+        let Some(since) = self.staged_since else {
             return;
-        }
+        };
         let idle = self.last_apply.elapsed();
-        if idle >= BACKEND_WRITE_IDLE {
+        let age = since.elapsed();
+        let next_look = if idle < BACKEND_WRITE_IDLE {
+            BACKEND_WRITE_IDLE - idle
+        } else if age >= BACKEND_SLOW_BATCH_AGE || self.store.staged_revisions() >= BACKEND_SLOW_BATCH_REVISIONS {
             self.write_staged();
+            return;
         } else {
-            self.idle_write_scheduled = true;
-            ctx.run_later(BACKEND_WRITE_IDLE - idle, |act, ctx| act.write_staged_if_idle(ctx));
-        }
+            // A pause, but what is staged is young: a slow writer. Its next
+            // puts join this batch, written in a pause once it is old enough.
+            self.paused_while_staged = true;
+            BACKEND_SLOW_BATCH_AGE - age
+        };
+        self.idle_write_scheduled = true;
+        ctx.run_later(next_look, |act, ctx| act.write_staged_if_idle(ctx));
     }
 
     /// Applies a run of committed entries, staging their changes (see

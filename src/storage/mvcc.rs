@@ -660,6 +660,11 @@ impl MvccStore {
         self.written_consistent_index
     }
 
+    /// How many revisions are staged, not yet written to the backend.
+    pub fn staged_revisions(&self) -> usize {
+        self.staged.len()
+    }
+
     /// The backend, so the caller can flush it from another thread.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
