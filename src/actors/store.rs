@@ -38,10 +38,11 @@ const BACKEND_BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_mi
 /// A pause in applies this long writes what is staged.
 const BACKEND_WRITE_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 /// While applies come with pauses between them and few revisions are staged
-/// (a slow writer), what is staged is written in the first pause after it is
-/// this old (etcd's batch interval; twice this if no pause comes). Writing in
-/// every pause made each put at 100 a second a sled batch of its own, and each
-/// sled batch wakes sled's whole I/O pool twice.
+/// (a slow writer), what is staged is written in the pause after the first
+/// apply that finds it this old (etcd's batch interval), or once applies have
+/// stopped this long (at twice this, at once, if they stop pausing). Writing
+/// in every pause made each put at 100 a second a sled batch of its own, and
+/// each sled batch wakes sled's whole I/O pool twice.
 const BACKEND_SLOW_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 /// A slow writer's batch waits for its age only while it holds fewer staged
 /// revisions than this; a larger one is written as a busy writer's is.
@@ -242,6 +243,7 @@ pub struct StoreActor {
     staged_since: Option<std::time::Instant>,
     last_apply: std::time::Instant,
     idle_write_scheduled: bool,
+    quiet_write_scheduled: bool,
     /// Applies paused since something was staged: writes wait for a pause
     /// (see `write_staged_when_due`).
     paused_while_staged: bool,
@@ -285,6 +287,7 @@ impl StoreActor {
             staged_since: None,
             last_apply: std::time::Instant::now(),
             idle_write_scheduled: false,
+            quiet_write_scheduled: false,
             paused_while_staged: false,
             prev_kv_wanted: None,
             instruments: ActorMetrics::detached("store"),
@@ -402,20 +405,42 @@ impl StoreActor {
             return;
         };
         let idle = self.last_apply.elapsed();
-        let age = since.elapsed();
-        let next_look = if idle < BACKEND_WRITE_IDLE {
-            BACKEND_WRITE_IDLE - idle
-        } else if age >= BACKEND_SLOW_BATCH_AGE || self.store.staged_revisions() >= BACKEND_SLOW_BATCH_REVISIONS {
+        if idle < BACKEND_WRITE_IDLE {
+            self.idle_write_scheduled = true;
+            ctx.run_later(BACKEND_WRITE_IDLE - idle, |act, ctx| act.write_staged_if_idle(ctx));
+        } else if since.elapsed() >= BACKEND_SLOW_BATCH_AGE
+            || self.store.staged_revisions() >= BACKEND_SLOW_BATCH_REVISIONS
+        {
             self.write_staged();
-            return;
         } else {
             // A pause, but what is staged is young: a slow writer. Its next
-            // puts join this batch, written in a pause once it is old enough.
+            // puts join this batch, written in the pause after the first of
+            // them that comes once the batch is old enough: the check runs
+            // after an apply, never on a clock of its own, which a periodic
+            // writer's puts would fall in step with. If no put comes, the
+            // batch is written once the writer has been quiet that long.
             self.paused_while_staged = true;
-            BACKEND_SLOW_BATCH_AGE - age
-        };
-        self.idle_write_scheduled = true;
-        ctx.run_later(next_look, |act, ctx| act.write_staged_if_idle(ctx));
+            if !self.quiet_write_scheduled {
+                self.quiet_write_scheduled = true;
+                ctx.run_later(BACKEND_SLOW_BATCH_AGE, |act, ctx| act.write_staged_if_quiet(ctx));
+            }
+        }
+    }
+
+    /// A slow writer that stopped: what it staged is written once no apply has
+    /// come for `BACKEND_SLOW_BATCH_AGE`.
+    fn write_staged_if_quiet(&mut self, ctx: &mut Context<Self>) {
+        self.quiet_write_scheduled = false;
+        if self.staged_since.is_none() {
+            return;
+        }
+        let quiet = self.last_apply.elapsed();
+        if quiet >= BACKEND_SLOW_BATCH_AGE {
+            self.write_staged();
+        } else {
+            self.quiet_write_scheduled = true;
+            ctx.run_later(BACKEND_SLOW_BATCH_AGE - quiet, |act, ctx| act.write_staged_if_quiet(ctx));
+        }
     }
 
     /// Applies a run of committed entries, staging their changes (see
