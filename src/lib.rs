@@ -14,6 +14,7 @@ pub mod proto;
 pub mod quota;
 pub mod raft;
 pub mod recipes;
+pub mod reply;
 pub mod service;
 pub mod storage;
 pub mod threads;

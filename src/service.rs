@@ -615,7 +615,7 @@ impl ClientService {
     /// member concerned and every member after the change.
     async fn change_membership(&self, change: MembershipChange) -> Result<(u64, Vec<pb::Member>), RequestError> {
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
-        let (responder, applied) = oneshot::channel();
+        let (responder, applied) = crate::reply::channel();
         let id = self
             .raft
             .send(ChangeMembership { change, responder })
@@ -697,19 +697,16 @@ impl ClientService {
         who: AuthInfo,
         deadline: tokio::time::Instant,
     ) -> Result<Response, RequestError> {
-        let applied = loop {
-            let (responder, applied) = oneshot::channel();
-            let proposing = self.raft.send(Propose { request: request.clone(), auth: who.clone(), responder });
-            match tokio::time::timeout_at(deadline, proposing).await {
-                Err(_) => return Err(RequestError::Timeout),
-                Ok(Err(_)) => return Err(RequestError::Stopped),
-                Ok(Ok(Err(RequestError::NoLeader))) => wait_for_leader(deadline).await?,
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Ok(Ok(()))) => break applied,
-            }
-        };
         let _pending = self.metrics.pending_proposal();
-        answer(deadline, applied).await
+        loop {
+            let (responder, applied) = crate::reply::channel();
+            self.raft.do_send(Propose { request: request.clone(), auth: who.clone(), responder });
+            match answer(deadline, applied).await {
+                // Refused before it reached the log: safe to ask again.
+                Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
+                other => return other,
+            }
+        }
     }
 
     /// Waits until this member has applied everything committed before now (a
@@ -731,11 +728,8 @@ impl ClientService {
         let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
         let wait = async {
             let read_index = if serializable { 0 } else { self.read_index(deadline).await? };
-            let (responder, answer) = oneshot::channel();
-            self.store
-                .send(Read { read_index, request, responder })
-                .await
-                .map_err(|_| RequestError::Stopped)?;
+            let (responder, answer) = crate::reply::channel();
+            self.store.do_send(Read { read_index, request, responder });
             answer.await.map_err(|_| RequestError::Stopped)?
         };
         tokio::time::timeout_at(deadline, wait).await.map_err(|_| RequestError::Timeout)?
@@ -745,8 +739,8 @@ impl ClientService {
     /// leader (or the leader changed under the read) until `deadline`.
     async fn read_index(&self, deadline: tokio::time::Instant) -> Result<u64, RequestError> {
         loop {
-            let (tx, rx) = oneshot::channel();
-            self.raft.send(ReadIndex { responder: tx }).await.map_err(|_| RequestError::Stopped)?;
+            let (tx, rx) = crate::reply::channel();
+            self.raft.do_send(ReadIndex { responder: tx });
             match rx.await.map_err(|_| RequestError::Stopped)? {
                 Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
                 other => return other,

@@ -21,7 +21,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::actors::raft::{Propose, RaftActor};
 use crate::actors::store::LeasesChanged;
@@ -111,7 +110,7 @@ impl LeaseActor {
     fn propose(&self, request: Internal) {
         // Fire and forget: the outcome shows in the applied table (a lost revoke
         // is retried, a lost checkpoint is redone by the next round).
-        let (responder, _) = oneshot::channel();
+        let (responder, _) = crate::reply::channel();
         self.raft.do_send(Propose { request, auth: crate::kv::auth::AuthInfo::member(), responder });
     }
 

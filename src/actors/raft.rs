@@ -17,6 +17,8 @@ use actix::prelude::*;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
+use crate::reply::Replies;
+
 use crate::actors::store::{
     AppliedTo, Apply, DumpSnapshot, DurableTo, InstallSnapshot, MembersChanged, Responder, StoreActor,
 };
@@ -36,10 +38,12 @@ use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode,
 /// `--snapshot-count` is smaller (see `RaftWiring::log_catch_up_entries`).
 pub const LOG_CATCH_UP_ENTRIES: u64 = 5000;
 
-/// A client write to replicate. Answered once the entry is in the local log (or
-/// refused); the applied result goes to `responder` later.
+/// A client write to replicate. `responder` gets the applied result, or the
+/// refusal (`NoLeader`: not proposed, safe to ask again). Sent without waiting
+/// for an acknowledgement: one thread hand-off back to the client per write,
+/// not two.
 #[derive(Message)]
-#[rtype(result = "Result<(), RequestError>")]
+#[rtype(result = "()")]
 pub struct Propose {
     pub request: internal_request::Request,
     /// Who asked (empty for the member's own requests): the apply path checks
@@ -52,7 +56,7 @@ pub struct Propose {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReadIndex {
-    pub responder: oneshot::Sender<Result<u64, RequestError>>,
+    pub responder: crate::reply::Reply<Result<u64, RequestError>>,
 }
 
 #[derive(Message)]
@@ -168,7 +172,7 @@ pub struct RaftActor {
     /// time, so ids stay unique across restarts (as etcd's idutil).
     next_request_id: u64,
     /// Read contexts waiting for their ReadState.
-    read_waiters: HashMap<u64, oneshot::Sender<Result<u64, RequestError>>>,
+    read_waiters: HashMap<u64, crate::reply::Reply<Result<u64, RequestError>>>,
     next_read_ctx: u64,
     applied_index: u64,
     ready_notice: Option<ReadyNotice>,
@@ -318,11 +322,13 @@ impl RaftActor {
                 let responders = std::mem::take(&mut self.awaiting);
                 self.store.do_send(Apply { entries: ready.committed, term: self.node.term(), responders });
             }
+            let mut replies = Replies::new();
             for rs in ready.read_states {
                 if let Some(w) = self.read_waiters.remove(&rs.ctx) {
-                    let _ = w.send(Ok(rs.index));
+                    replies.add(w, Ok(rs.index));
                 }
             }
+            replies.deliver();
         }
         self.metrics.proposals_committed.set(i64::try_from(self.node.commit_index()).unwrap_or(i64::MAX));
         self.metrics.set_raft_log_entries(self.node.last_index() - self.node.snapshot_index());
@@ -438,8 +444,9 @@ impl RaftActor {
         }
         if leader.is_none() {
             // Reads waiting on a leader that is gone will not be answered by it.
+            let mut replies = Replies::new();
             for (_, w) in self.read_waiters.drain() {
-                let _ = w.send(Err(RequestError::NoLeader));
+                replies.add(w, Err(RequestError::NoLeader));
             }
         }
     }
@@ -513,11 +520,25 @@ impl Handler<MailboxProbe> for RaftActor {
 }
 
 impl Handler<Propose> for RaftActor {
-    type Result = Result<(), RequestError>;
-    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+    type Result = ();
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let _t = self.instruments.handling("Propose");
-        let id = self.request_id();
-        let mut request = msg.request;
+        match self.propose(msg.request, msg.auth) {
+            Ok(id) => {
+                // Goes to the store with the next `Apply`, before the entry can commit.
+                self.awaiting.push((id, msg.responder));
+                self.drive_soon(ctx);
+            }
+            Err(e) => {
+                let _ = msg.responder.send(Err(e));
+            }
+        }
+    }
+}
+
+impl RaftActor {
+    /// Appends a client request to the log; returns the request id it carries.
+    fn propose(&mut self, mut request: internal_request::Request, auth: crate::kv::auth::AuthInfo) -> Result<u64, RequestError> {
         if let internal_request::Request::LeaseGrant(grant) = &mut request {
             // etcd: a grant without an ID gets one from the request id generator
             // of the member proposing it, inside the proposal, so every member
@@ -526,12 +547,13 @@ impl Handler<Propose> for RaftActor {
                 grant.id = (self.request_id() & ((1 << 63) - 1)) as i64;
             }
         }
+        let id = self.request_id();
         let request = InternalRequest {
             header: Some(RequestHeader {
                 id,
                 proposer: self.member_id,
-                username: msg.auth.username,
-                auth_revision: msg.auth.revision,
+                username: auth.username,
+                auth_revision: auth.revision,
             }),
             request: Some(request),
         };
@@ -540,10 +562,7 @@ impl Handler<Propose> for RaftActor {
             return Err(RequestError::RequestTooLarge);
         }
         self.node.propose(data).map_err(Self::proposal_error)?;
-        // Goes to the store with the next `Apply`, before the entry can commit.
-        self.awaiting.push((id, msg.responder));
-        self.drive_soon(ctx);
-        Ok(())
+        Ok(id)
     }
 }
 

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::error::RequestError;
 use crate::metrics::{ActorMetrics, Metrics, MvccOps};
@@ -24,6 +23,7 @@ use crate::proto::steadpb::{internal_request, ConfChangeContext, InternalRequest
 use crate::raft::{self, Entry, EntryKind};
 use prost::Message as _;
 use crate::storage::mvcc::{self, MvccStore};
+use crate::reply::Replies;
 
 /// A storage fault while applying: stop (the WAL still holds the entry).
 fn fault(index: u64, e: crate::storage::mvcc::MvccError) -> ! {
@@ -49,7 +49,7 @@ const BACKEND_SLOW_BATCH_AGE: std::time::Duration = std::time::Duration::from_mi
 const BACKEND_SLOW_BATCH_REVISIONS: usize = 64;
 
 /// Where an applied result goes: the client waiting on the proposal.
-pub type Responder = oneshot::Sender<Result<Response, RequestError>>;
+pub type Responder = crate::reply::Reply<Result<Response, RequestError>>;
 
 /// Committed entries, in log order, to apply.
 #[derive(Message)]
@@ -339,7 +339,7 @@ impl StoreActor {
         finish_response(self.ids, self.raft_term, self.store.current_revision(), response)
     }
 
-    fn serve_read(&self, request: ReadRequest, responder: Responder) {
+    fn serve_read(&self, request: ReadRequest, responder: Responder, replies: &mut Replies) {
         let result = match request {
             ReadRequest::Range(r) => apply::range(self.store(), &r).map(Response::Range),
             ReadRequest::Txn(t) => apply::read_txn(self.store(), &t).map(|resp| {
@@ -350,7 +350,7 @@ impl StoreActor {
         if let Ok(Response::Range(_)) = &result {
             self.metrics.count_mvcc(MvccOps::range());
         }
-        let _ = responder.send(result.map(|r| self.finish(r)));
+        replies.add(responder, result.map(|r| self.finish(r)));
     }
 
     /// Writes what apply batches staged as one backend batch. Every backend
@@ -446,7 +446,7 @@ impl StoreActor {
     /// Applies a run of committed entries, staging their changes (see
     /// `write_staged`), then answers the clients waiting on them and tells the
     /// watch hub.
-    fn apply_entries(&mut self, entries: &[Entry]) {
+    fn apply_entries(&mut self, entries: &[Entry], replies: &mut Replies) {
         if let Some(flag) = &self.prev_kv_wanted {
             // Read once per batch: its `Committed` says which it was.
             self.store.set_read_prevs(flag.load(std::sync::atomic::Ordering::Acquire));
@@ -563,7 +563,7 @@ impl StoreActor {
         let revision = batch.store().current_revision();
         for (id, response) in answers {
             if let Some(responder) = self.waiters.remove(&id) {
-                let _ = responder.send(response.map(|r| finish_response(self.ids, self.raft_term, revision, r)));
+                replies.add(responder, response.map(|r| finish_response(self.ids, self.raft_term, revision, r)));
             }
         }
         batch.stage();
@@ -604,12 +604,12 @@ impl StoreActor {
         }
     }
 
-    fn release_reads(&mut self) {
+    fn release_reads(&mut self, replies: &mut Replies) {
         let still_waiting = self.pending_reads.split_off(&(self.applied_index + 1));
         let ready = std::mem::replace(&mut self.pending_reads, still_waiting);
         for (_, reads) in ready {
             for (request, responder) in reads {
-                self.serve_read(request, responder);
+                self.serve_read(request, responder, replies);
             }
         }
     }
@@ -676,8 +676,12 @@ impl Handler<Apply> for StoreActor {
         let _t = self.instruments.handling("Apply");
         self.raft_term = self.raft_term.max(msg.term);
         self.waiters.extend(msg.responders);
-        self.apply_entries(&msg.entries);
-        self.release_reads();
+        // The writes' answers and the reads they release wake each client
+        // thread once.
+        let mut replies = Replies::new();
+        self.apply_entries(&msg.entries, &mut replies);
+        self.release_reads(&mut replies);
+        replies.deliver();
         self.peers.applied.do_send(AppliedTo { index: self.applied_index });
         self.write_staged_when_due(ctx);
         if self.applied_index >= self.snapshot_index + self.snapshot_count {
@@ -691,7 +695,7 @@ impl Handler<Read> for StoreActor {
     fn handle(&mut self, msg: Read, _: &mut Context<Self>) {
         let _t = self.instruments.handling("Read");
         if msg.read_index <= self.applied_index {
-            self.serve_read(msg.request, msg.responder);
+            self.serve_read(msg.request, msg.responder, &mut Replies::new());
         } else {
             self.pending_reads.entry(msg.read_index).or_default().push((msg.request, msg.responder));
         }
@@ -773,7 +777,7 @@ impl Handler<InstallSnapshot> for StoreActor {
             act.snapshot_index = act.applied_index;
             act.refresh_gauges(true);
             tracing::info!("installed a snapshot from the leader: applied index {}", act.applied_index);
-            act.release_reads();
+            act.release_reads(&mut Replies::new());
             act.peers.members.do_send(MembersChanged(act.members.list()));
             Ok(act.applied_index)
         })))

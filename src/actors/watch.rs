@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::actors::raft::GetRaftStatus;
 use crate::actors::store::{Committed, GetStatus, HeaderIds, Read, ReadHistory, ReadRequest};
@@ -1023,7 +1023,7 @@ async fn read_prev_kvs(read: &Recipient<Read>, h: &mvcc::History) -> PrevKvs {
     wanted.retain(|(_, rev)| *rev > 1);
     wanted.dedup();
     let reads = wanted.into_iter().map(|(key, rev)| async move {
-        let (responder, answer) = oneshot::channel();
+        let (responder, answer) = crate::reply::channel();
         let request =
             pb::RangeRequest { key: key.clone(), revision: rev - 1, limit: 1, serializable: true, ..Default::default() };
         if read.send(Read { read_index: 0, request: ReadRequest::Range(request), responder }).await.is_err() {
