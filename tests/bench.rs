@@ -1,7 +1,8 @@
 //! `stead-bench` against a real single `stead`: every workload, over both
 //! back-ends, runs briefly and its `--json` line accounts for every operation
 //! (all done, zero errors); a request the server refuses is counted as an error
-//! with its etcd message, not dropped; `watch-idle` reports every watcher created.
+//! with its etcd message, not dropped; `watch-idle` reports every watcher created;
+//! `--target-leader` on a 3-member cluster sends every request to the leader.
 
 mod common;
 
@@ -17,8 +18,13 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs stead-bench with `args` against `server`; (exit code, stdout, stderr).
 fn bench(server: &Server, args: &[&str]) -> (i32, String, String) {
+    bench_at(&server.host_port(), args)
+}
+
+/// Runs stead-bench with `args` against `endpoints` (comma-separated).
+fn bench_at(endpoints: &str, args: &[&str]) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stead-bench"))
-        .args(["--endpoints", &server.host_port(), "--json"])
+        .args(["--endpoints", endpoints, "--json"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,6 +117,42 @@ fn idle_watchers_are_all_created_and_held() {
         assert_eq!(code, 0, "{out} {err}");
         let line: Value = serde_json::from_str(out.trim()).expect("json line");
         assert_eq!((line["watchers"].as_u64(), line["created"].as_u64()), (Some(40), Some(40)), "{line}");
+    }
+}
+
+/// Puts each member has answered (gRPC and gateway alike), from its metrics.
+fn puts_answered(cluster: &common::Cluster) -> Vec<f64> {
+    const PUTS: &str = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#;
+    cluster
+        .members
+        .iter()
+        .map(|m| {
+            let mut resp = common::http_agent().get(&format!("{}/metrics", m.endpoint)).call().expect("GET /metrics");
+            let text = resp.body_mut().read_to_string().expect("metrics body");
+            text.lines().find_map(|l| l.strip_prefix(PUTS)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+        })
+        .collect()
+}
+
+#[test]
+fn target_leader_sends_every_request_to_the_leader_only() {
+    let cluster = common::Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let endpoints: Vec<String> = cluster.members.iter().map(Server::host_port).collect();
+    // The leader last, so the first endpoints asked are followers.
+    let mut ordered = endpoints.clone();
+    ordered.swap(leader, 2);
+    for backend in ["grpc", "gateway"] {
+        let before = puts_answered(&cluster);
+        let args = ["--backend", backend, "--conns", "3", "--clients", "3", "--total", "30", "--target-leader", "put"];
+        let (code, out, err) = bench_at(&ordered.join(","), &args);
+        let line: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{backend}: {e}: {out:?} {err}"));
+        assert_eq!(code, 0, "{backend}: {line} {err}");
+        assert_all_done(&line, "put", backend, 30);
+        let after = puts_answered(&cluster);
+        let answered: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let expected: Vec<f64> = (0..3).map(|i| if i == leader { 30.0 } else { 0.0 }).collect();
+        assert_eq!(answered, expected, "{backend}: puts answered by each member (leader is member {leader})");
     }
 }
 

@@ -57,6 +57,10 @@ pub struct LoadFlags {
     /// Print one JSON line with the summary instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Send everything to the leader: the endpoint whose member leads, as its
+    /// Maintenance.Status says (etcd's benchmark `--target-leader`).
+    #[arg(long, global = true)]
+    pub target_leader: bool,
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -82,6 +82,16 @@ impl GatewayConn {
             .map_err(|e| BenchError::Transport(format!("request thread failed: {e}")))?
     }
 
+    /// This endpoint's member id and the leader it knows (0: none).
+    pub async fn member_and_leader(&self) -> Result<(u64, u64), BenchError> {
+        let answer = self.post("/v3/maintenance/status", json!({})).await?;
+        // uint64 fields: strings in proto3 JSON.
+        let uint64 = |v: Option<&Value>| v.and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64()));
+        let member = uint64(answer.pointer("/header/member_id"));
+        let leader = uint64(answer.get("leader")).unwrap_or_default();
+        member.map(|m| (m, leader)).ok_or_else(|| BenchError::Answer(format!("status answer has no member id: {answer}")))
+    }
+
     pub async fn exec(&self, op: &Op) -> Result<(), BenchError> {
         match op {
             Op::Put { key, value } => {

@@ -51,6 +51,16 @@ impl GrpcConn {
         Ok(GrpcConn { channel })
     }
 
+    /// This endpoint's member id and the leader it knows (0: none).
+    pub async fn member_and_leader(&self) -> Result<(u64, u64), BenchError> {
+        let status = pb::maintenance_client::MaintenanceClient::new(self.channel.clone())
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        Ok((status.header.map(|h| h.member_id).unwrap_or_default(), status.leader))
+    }
+
     pub async fn exec(&self, op: &Op) -> Result<(), BenchError> {
         tokio::time::timeout(REQUEST_TIMEOUT, self.exec_untimed(op))
             .await

@@ -106,6 +106,34 @@ impl Conn {
             Conn::Gateway(c) => c.exec(op).await,
         }
     }
+
+    /// The member id of this connection's endpoint and the leader it knows.
+    async fn member_and_leader(&self) -> Result<(u64, u64), BenchError> {
+        match self {
+            Conn::Grpc(c) => c.member_and_leader().await,
+            Conn::Gateway(c) => c.member_and_leader().await,
+        }
+    }
+}
+
+/// The endpoint whose member is the leader, asking each endpoint in turn.
+fn leader_endpoint(load: &LoadFlags) -> Result<String, BenchError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Setup(format!("runtime: {e}")))?;
+    runtime.block_on(async {
+        let endpoints: Vec<&String> = load.endpoints.iter().filter(|e| !e.trim().is_empty()).collect();
+        let mut answers = Vec::new();
+        for (n, endpoint) in endpoints.iter().enumerate() {
+            let (member, leader) = Conn::open(load, n).await?.member_and_leader().await?;
+            if member != 0 && member == leader {
+                return Ok(endpoint.to_string());
+            }
+            answers.push(format!("{endpoint}: member {member:x}, leader {leader:x}"));
+        }
+        Err(BenchError::Setup(format!("no endpoint is the leader ({})", answers.join("; "))))
+    })
 }
 
 /// Hands out request indices `0..total` to clients, each at its time under `--rate`.
@@ -195,6 +223,11 @@ pub enum Outcome {
 /// Runs the workload the flags name.
 pub fn run(cli: &Cli) -> Result<Outcome, BenchError> {
     cli.validate()?;
+    let mut cli = cli.clone();
+    if cli.load.target_leader {
+        cli.load.endpoints = vec![leader_endpoint(&cli.load)?];
+    }
+    let cli = &cli;
     match &cli.workload {
         Workload::Watch { watchers } => watch::run_latency(&cli.load, watchers).map(Outcome::Summary),
         Workload::WatchIdle { watchers, hold_secs } => watch::run_idle(&cli.load, watchers, *hold_secs).map(|()| Outcome::Printed),
