@@ -455,7 +455,8 @@ impl StoreActor {
         let mut members_changed = false;
         let mut auth_changed = false;
         let mut token_changes = Vec::new();
-        let mut events = Vec::new();
+        // Most entries are one put: one event each.
+        let mut events = Vec::with_capacity(entries.len());
         let mut batch = self.store.apply_batch();
         for entry in entries {
             if entry.index <= self.applied_index {

@@ -1182,24 +1182,31 @@ impl<'a> WriteTxn<'a> {
         lease: i64,
     ) -> Result<Option<KeyValue>, MvccError> {
         self.store.check_usable()?;
-        let indexed = self.store.index.get(key);
-        let latest = indexed.and_then(|ki| ki.get(i64::MAX));
-        let prev_lease = indexed.map_or(0, |ki| ki.lease);
         // Read before touching the index, so an error leaves the txn as it was.
-        let prev = match latest {
+        let prev = match self.store.index.get(key).and_then(|ki| ki.get(i64::MAX)) {
             Some((r, _, _)) if self.store.read_prevs => Some(self.store.read_kv(self.pending(), r)?),
             _ => None,
         };
-        let (create_revision, version) = match latest {
-            Some((_, created, ver)) => (created, ver + 1),
-            None => (self.main, 1),
+        let (rev, main) = (self.next_rev(), self.main);
+        // One search of the index for a key it holds (the usual put), one
+        // more to insert a new key.
+        let (create_revision, version, prev_lease) = match self.store.index.get_mut(key) {
+            Some(ki) => {
+                let (create_revision, version) = match ki.get(i64::MAX) {
+                    Some((_, created, ver)) => (created, ver + 1),
+                    None => (main, 1),
+                };
+                let prev_lease = ki.lease;
+                ki.put(rev, create_revision, version, lease);
+                (create_revision, version, prev_lease)
+            }
+            None => {
+                let mut ki = KeyIndex::new();
+                ki.put(rev, main, 1, lease);
+                self.store.index.insert(key.to_vec(), ki);
+                (main, 1, 0)
+            }
         };
-        let rev = self.next_rev();
-        self.store
-            .index
-            .entry(key.to_vec())
-            .or_insert_with(KeyIndex::new)
-            .put(rev, create_revision, version, lease);
         self.touched.push(key.to_vec());
         let kv = KeyValue {
             key: key.to_vec(),
