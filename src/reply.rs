@@ -62,9 +62,7 @@ struct DrainGuard(Arc<Inbox>);
 impl Drop for DrainGuard {
     fn drop(&mut self) {
         self.0.draining.store(false, Ordering::Release);
-        if let Ok(mut queue) = self.0.queue.lock() {
-            queue.clear();
-        }
+        self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 }
 
@@ -73,10 +71,7 @@ impl Drop for DrainGuard {
 async fn drain(guard: DrainGuard) {
     loop {
         guard.0.notify.notified().await;
-        let batch = match guard.0.queue.lock() {
-            Ok(mut queue) => std::mem::take(&mut *queue),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let batch = std::mem::take(&mut *guard.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         for deliver in batch {
             deliver();
         }
@@ -150,10 +145,14 @@ impl Replies {
     /// Hands each thread its answers, with one wake-up each.
     pub fn deliver(&mut self) {
         for (inbox, deliveries) in self.by_inbox.drain(..) {
-            match inbox.queue.lock() {
-                Ok(mut queue) => queue.extend(deliveries),
-                Err(poisoned) => poisoned.into_inner().extend(deliveries),
+            let mut queue = inbox.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            queue.extend(deliveries);
+            if !inbox.is_draining() {
+                // Its runtime shut down since `add` looked: drop them now, so
+                // their channels close (the guard may have cleared already).
+                queue.clear();
             }
+            drop(queue);
             inbox.notify.notify_one();
         }
     }
