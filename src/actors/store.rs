@@ -704,17 +704,24 @@ impl Handler<Read> for StoreActor {
 }
 
 impl Handler<DumpSnapshot> for StoreActor {
-    type Result = Result<(Vec<u8>, u64), RequestError>;
+    type Result = AtomicResponse<Self, Result<(Vec<u8>, u64), RequestError>>;
     fn handle(&mut self, _: DumpSnapshot, _: &mut Context<Self>) -> Self::Result {
         let _t = self.instruments.handling("DumpSnapshot");
         self.write_staged();
-        // Everything staged is written first, so the dump is exactly the state at
-        // `applied_index`. It reads the whole backend on this
-        // actor's own arbiter: apply pauses meanwhile, nothing else does. Bounded
-        // by the largest snapshot a peer link carries (in chunks).
-        let data = crate::storage::snapshot::dump_bounded(&**self.store.backend(), crate::net::peer::SNAPSHOT_BYTES_MAX_DEFAULT as usize)
-            .map_err(|e| RequestError::Internal(format!("snapshot dump: {e}")))?;
-        Ok((data, self.applied_index))
+        // Everything staged is written first, and the read runs on the blocking
+        // pool as an atomic response: the actor applies nothing meanwhile, so
+        // the dump is exactly the state at `applied_index`. Bounded by the
+        // largest snapshot a peer link carries (in chunks).
+        let backend = self.store.backend().clone();
+        let applied = self.applied_index;
+        let work = actix_rt::task::spawn_blocking(move || {
+            crate::storage::snapshot::dump_bounded(&*backend, crate::net::peer::SNAPSHOT_BYTES_MAX_DEFAULT as usize)
+        });
+        AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(move |result, _, _| match result {
+            Ok(Ok(data)) => Ok((data, applied)),
+            Ok(Err(e)) => Err(RequestError::Internal(format!("snapshot dump: {e}"))),
+            Err(e) => Err(RequestError::Internal(format!("snapshot dump task: {e}"))),
+        })))
     }
 }
 
