@@ -52,8 +52,21 @@ pub struct Limits {
 pub const ETCD_API_VERSION: &str = "3.4.23";
 pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 
+/// The client API, as one request sees it: the member's actors and settings
+/// (shared), and who is asking. A request clones it (`for_token`): one
+/// reference count, not a clone of every actor address (each of which
+/// allocates in actix).
 #[derive(Clone)]
 pub struct ClientService {
+    shared: Arc<Shared>,
+    /// The token the request being served carried (see `for_token`).
+    token: Option<Arc<str>>,
+    /// Acting for the member itself (see `as_member`).
+    member: bool,
+}
+
+#[derive(Clone)]
+struct Shared {
     raft: Addr<RaftActor>,
     store: Addr<StoreActor>,
     limits: Limits,
@@ -63,16 +76,12 @@ pub struct ClientService {
     /// Published by the auth actor: with auth off, a request without a token
     /// need not ask it anything.
     auth_enabled: Arc<AtomicBool>,
-    /// The token the request being served carried (see `for_token`).
-    token: Option<Arc<str>>,
-    /// Acting for the member itself (see `as_member`).
-    member: bool,
     metrics: Metrics,
 }
 
 impl ClientService {
     pub fn new(raft: Addr<RaftActor>, store: Addr<StoreActor>, limits: Limits) -> Self {
-        ClientService {
+        let shared = Shared {
             raft,
             store,
             limits,
@@ -80,59 +89,59 @@ impl ClientService {
             leases: None,
             auth: None,
             auth_enabled: Arc::new(AtomicBool::new(false)),
-            token: None,
-            member: false,
             metrics: Metrics::new(),
-        }
+        };
+        ClientService { shared: Arc::new(shared), token: None, member: false }
     }
 
     /// The member's metrics: proposals are counted there, and `/metrics` serves it.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = metrics;
+        Arc::make_mut(&mut self.shared).metrics = metrics;
         self
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// The member's metrics in Prometheus' text format, with the figures that are
     /// read at scrape time (backend size, watch gauges) fresh.
     pub async fn metrics_text(&self) -> String {
-        if let Ok(store) = self.store.send(GetStatus).await {
-            self.metrics.db_total_size_bytes.set(i64::try_from(store.db_size_bytes).unwrap_or(i64::MAX));
+        if let Ok(store) = self.shared.store.send(GetStatus).await {
+            self.shared.metrics.db_total_size_bytes.set(i64::try_from(store.db_size_bytes).unwrap_or(i64::MAX));
         }
-        if let Some(hub) = &self.watch {
+        if let Some(hub) = &self.shared.watch {
             if let Ok(stats) = hub.send(crate::actors::watch::GetHubStats).await {
-                self.metrics.watcher_total.set(stats.watchers as i64);
-                self.metrics.watch_stream_total.set(stats.streams as i64);
+                self.shared.metrics.watcher_total.set(stats.watchers as i64);
+                self.shared.metrics.watch_stream_total.set(stats.streams as i64);
             }
         }
-        let metrics = self.metrics.clone();
+        let metrics = self.shared.metrics.clone();
         if tokio::task::spawn_blocking(move || metrics.refresh_threads()).await.is_err() {
             tracing::warn!("reading the threads' counts failed; their metrics are from the last scrape");
         }
-        self.metrics.encode()
+        self.shared.metrics.encode()
     }
 
     /// The member's watch hub, which serves watch streams (they are long-lived and
     /// owned by the hub, so encodings talk to it directly).
     pub fn with_watch(mut self, hub: Addr<WatchHub>) -> Self {
-        self.watch = Some(hub);
+        Arc::make_mut(&mut self.shared).watch = Some(hub);
         self
     }
 
     /// The member's lease actor (expiry and keep-alives on the leader).
     pub fn with_leases(mut self, leases: Addr<LeaseActor>) -> Self {
-        self.leases = Some(leases);
+        Arc::make_mut(&mut self.shared).leases = Some(leases);
         self
     }
 
     /// The member's auth actor (tokens, permission checks) and its "auth is on"
     /// flag.
     pub fn with_auth(mut self, auth: Addr<AuthActor>, enabled: Arc<AtomicBool>) -> Self {
-        self.auth = Some(auth);
-        self.auth_enabled = enabled;
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.auth = Some(auth);
+        shared.auth_enabled = enabled;
         self
     }
 
@@ -161,8 +170,8 @@ impl ClientService {
         if self.member {
             return Ok(AuthInfo::member());
         }
-        let Some(auth) = &self.auth else { return Ok(AuthInfo::default()) };
-        if self.token.is_none() && !self.auth_enabled.load(Ordering::Acquire) {
+        let Some(auth) = &self.shared.auth else { return Ok(AuthInfo::default()) };
+        if self.token.is_none() && !self.shared.auth_enabled.load(Ordering::Acquire) {
             return Ok(AuthInfo::default());
         }
         let token = self.token.as_deref().map(str::to_string);
@@ -190,7 +199,7 @@ impl ClientService {
     }
 
     fn lease_actor(&self) -> Result<&Addr<LeaseActor>, RequestError> {
-        self.leases.as_ref().ok_or(RequestError::NotImplemented("leases"))
+        self.shared.leases.as_ref().ok_or(RequestError::NotImplemented("leases"))
     }
 
     /// etcd's LeaseGrant: the TTL raised to the minimum, the ID (when 0) chosen by
@@ -199,7 +208,7 @@ impl ClientService {
         if r.ttl > crate::kv::leases::MAX_LEASE_TTL {
             return Err(RequestError::LeaseTtlTooLarge);
         }
-        r.ttl = r.ttl.max(self.limits.min_lease_ttl);
+        r.ttl = r.ttl.max(self.shared.limits.min_lease_ttl);
         self.check_quota(crate::quota::LEASE_OVERHEAD_BYTES).await?;
         match self.propose(Internal::LeaseGrant(r)).await? {
             Response::LeaseGrant(resp) => Ok(resp),
@@ -245,7 +254,7 @@ impl ClientService {
         /// Between tries that failed at once (no leader to relay to, or one
         /// that has not heard of the lease yet).
         const RETRY_PAUSE: Duration = Duration::from_millis(10);
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.limits.request_timeout;
         let mut caught_up = false;
         loop {
             let local = self.lease_actor()?.send(lease::KeepAlive(id)).await.map_err(|_| RequestError::Stopped)?;
@@ -296,7 +305,7 @@ impl ClientService {
     /// answer (`Timeout` past it).
     async fn relay_keep_alive(&self, id: i64, wait: Duration) -> Result<KeepAliveOutcome, RequestError> {
         let (responder, answer) = oneshot::channel();
-        self.raft.send(RelayKeepAlive { lease: id, responder }).await.map_err(|_| RequestError::Stopped)?;
+        self.shared.raft.send(RelayKeepAlive { lease: id, responder }).await.map_err(|_| RequestError::Stopped)?;
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(RequestError::Stopped),
@@ -317,7 +326,7 @@ impl ClientService {
             Err(e) => return Err(e),
         };
         let keys = if r.keys {
-            self.store.send(GetLease(r.id)).await.map_err(|_| RequestError::Stopped)?.map(|(_, k)| k).unwrap_or_default()
+            self.shared.store.send(GetLease(r.id)).await.map_err(|_| RequestError::Stopped)?.map(|(_, k)| k).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -335,7 +344,7 @@ impl ClientService {
 
     /// A follower's TimeToLive: the leader's answer, through its JSON gateway.
     async fn forward_time_to_live(&self, r: pb::LeaseTimeToLiveRequest) -> Result<pb::LeaseTimeToLiveResponse, RequestError> {
-        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raft: RaftStatus = self.shared.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
         if raft.leader == 0 || raft.leader == raft.member_id {
             return Err(RequestError::NoLeader);
         }
@@ -345,7 +354,7 @@ impl ClientService {
         };
         let url = format!("{}/v3/lease/timetolive", base.trim_end_matches('/'));
         let body = serde_json::to_string(&r).map_err(|e| RequestError::Internal(e.to_string()))?;
-        let timeout = self.limits.request_timeout;
+        let timeout = self.shared.limits.request_timeout;
         let call = tokio::task::spawn_blocking(move || -> Result<(u16, String), String> {
             let config = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build();
             let agent = ureq::Agent::new_with_config(config);
@@ -386,17 +395,17 @@ impl ClientService {
     /// A header as etcd's gRPC server fills it: cluster, member, current revision
     /// and term.
     async fn kv_header(&self) -> Result<pb::ResponseHeader, RequestError> {
-        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
-        let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raft: RaftStatus = self.shared.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let store = self.shared.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
         Ok(pb::ResponseHeader { cluster_id: raft.cluster_id, member_id: raft.member_id, revision: store.revision, raft_term: raft.term })
     }
 
     pub fn watch(&self) -> Option<&Addr<WatchHub>> {
-        self.watch.as_ref()
+        self.shared.watch.as_ref()
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.shared.limits
     }
 
     pub async fn range(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, RequestError> {
@@ -432,7 +441,7 @@ impl ClientService {
     }
 
     pub async fn txn(&self, r: pb::TxnRequest) -> Result<pb::TxnResponse, RequestError> {
-        validate::check_txn(&r, self.limits.max_txn_ops)?;
+        validate::check_txn(&r, self.shared.limits.max_txn_ops)?;
         let response = if validate::txn_is_read_only(&r) {
             self.authorize(|| Need::ReadTxn(r.clone())).await?;
             self.read(ReadRequest::Txn(r), false).await?
@@ -454,8 +463,8 @@ impl ClientService {
     }
 
     pub async fn status(&self) -> Result<pb::StatusResponse, RequestError> {
-        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
-        let store = self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raft: RaftStatus = self.shared.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let store = self.shared.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?;
         Ok(pb::StatusResponse {
             header: Some(pb::ResponseHeader {
                 cluster_id: raft.cluster_id,
@@ -480,8 +489,8 @@ impl ClientService {
     /// revision is the current one, as etcd's.
     pub async fn hash_kv(&self, r: pb::HashKvRequest) -> Result<pb::HashKvResponse, RequestError> {
         self.authorize_maintenance().await?;
-        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
-        let h = self.store.send(HashKv { revision: r.revision }).await.map_err(|_| RequestError::Stopped)??;
+        let raft: RaftStatus = self.shared.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let h = self.shared.store.send(HashKv { revision: r.revision }).await.map_err(|_| RequestError::Stopped)??;
         Ok(pb::HashKvResponse {
             header: Some(pb::ResponseHeader {
                 cluster_id: raft.cluster_id,
@@ -501,7 +510,7 @@ impl ClientService {
     /// what follows each.
     pub async fn snapshot(&self) -> Result<Vec<pb::SnapshotResponse>, RequestError> {
         self.authorize_maintenance().await?;
-        let (data, _applied) = self.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
+        let (data, _applied) = self.shared.store.send(DumpSnapshot).await.map_err(|_| RequestError::Stopped)??;
         let header = self.kv_header().await?;
         let file = tokio::task::spawn_blocking(move || crate::storage::snapshot_file::encode(&data))
             .await
@@ -514,7 +523,7 @@ impl ClientService {
     /// hashed at.
     pub async fn hash(&self) -> Result<pb::HashResponse, RequestError> {
         self.authorize_maintenance().await?;
-        let (hash, revision) = self.store.send(HashBackend).await.map_err(|_| RequestError::Stopped)??;
+        let (hash, revision) = self.shared.store.send(HashBackend).await.map_err(|_| RequestError::Stopped)??;
         let mut header = self.kv_header().await?;
         header.revision = revision;
         Ok(pb::HashResponse { header: Some(header), hash })
@@ -524,19 +533,19 @@ impl ClientService {
     /// Raft; each member is defragmented on its own, as in etcd).
     pub async fn defragment(&self) -> Result<pb::DefragmentResponse, RequestError> {
         self.authorize_maintenance().await?;
-        self.store.send(Defragment).await.map_err(|_| RequestError::Stopped)??;
+        self.shared.store.send(Defragment).await.map_err(|_| RequestError::Stopped)??;
         Ok(pb::DefragmentResponse { header: Some(self.kv_header().await?) })
     }
 
     /// The header of a Cluster answer: as etcd's, it names cluster, member and
     /// term, but no revision (membership is not part of the key space).
     async fn header(&self) -> Result<pb::ResponseHeader, RequestError> {
-        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raft: RaftStatus = self.shared.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
         Ok(pb::ResponseHeader { cluster_id: raft.cluster_id, member_id: raft.member_id, revision: 0, raft_term: raft.term })
     }
 
     async fn members(&self) -> Result<Vec<pb::Member>, RequestError> {
-        self.store.send(GetMembers).await.map_err(|_| RequestError::Stopped)
+        self.shared.store.send(GetMembers).await.map_err(|_| RequestError::Stopped)
     }
 
     pub async fn member_list(&self) -> Result<pb::MemberListResponse, RequestError> {
@@ -600,9 +609,9 @@ impl ClientService {
 
     pub async fn move_leader(&self, r: pb::MoveLeaderRequest) -> Result<pb::MoveLeaderResponse, RequestError> {
         self.authorize_maintenance().await?;
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.limits.request_timeout;
         let (responder, moved) = oneshot::channel();
-        self.raft
+        self.shared.raft
             .send(TransferLeader { target: r.target_id, responder })
             .await
             .map_err(|_| RequestError::Stopped)?;
@@ -614,9 +623,10 @@ impl ClientService {
     /// Proposes a membership change and waits until it is applied; returns the
     /// member concerned and every member after the change.
     async fn change_membership(&self, change: MembershipChange) -> Result<(u64, Vec<pb::Member>), RequestError> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.limits.request_timeout;
         let (responder, applied) = crate::reply::channel();
         let id = self
+            .shared
             .raft
             .send(ChangeMembership { change, responder })
             .await
@@ -638,18 +648,18 @@ impl ClientService {
 
     /// The alarms active on the cluster, as this member has applied them.
     pub async fn active_alarms(&self) -> Result<Vec<pb::AlarmMember>, RequestError> {
-        Ok(self.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?.alarms)
+        Ok(self.shared.store.send(GetStatus).await.map_err(|_| RequestError::Stopped)?.alarms)
     }
 
     /// etcd's quota check before proposing a write of `cost` bytes: when the
     /// backend has no room for it, this member raises a NOSPACE alarm for itself
     /// (through Raft, whatever comes of it) and the write fails.
     async fn check_quota(&self, cost: usize) -> Result<(), RequestError> {
-        let db_size = u64::try_from(self.metrics.db_total_size_bytes.get()).unwrap_or(0);
-        if self.limits.quota.available(db_size, cost) {
+        let db_size = u64::try_from(self.shared.metrics.db_total_size_bytes.get()).unwrap_or(0);
+        if self.shared.limits.quota.available(db_size, cost) {
             return Ok(());
         }
-        let raft: RaftStatus = self.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
+        let raft: RaftStatus = self.shared.raft.send(GetRaftStatus).await.map_err(|_| RequestError::Stopped)?;
         let raise = pb::AlarmRequest {
             action: pb::alarm_request::AlarmAction::Activate as i32,
             member_id: raft.member_id,
@@ -682,10 +692,10 @@ impl ClientService {
     async fn propose_as(&self, request: Internal, who: AuthInfo) -> Result<Response, RequestError> {
         let started = std::time::Instant::now();
         let kind = request_kind(&request);
-        let result = self.propose_until(request, who, tokio::time::Instant::now() + self.limits.request_timeout).await;
+        let result = self.propose_until(request, who, tokio::time::Instant::now() + self.shared.limits.request_timeout).await;
         log_if_slow(kind, started);
         if result.as_ref().is_err_and(counts_as_failed_proposal) {
-            self.metrics.proposals_failed.inc();
+            self.shared.metrics.proposals_failed.inc();
         }
         result
     }
@@ -697,10 +707,10 @@ impl ClientService {
         who: AuthInfo,
         deadline: tokio::time::Instant,
     ) -> Result<Response, RequestError> {
-        let _pending = self.metrics.pending_proposal();
+        let _pending = self.shared.metrics.pending_proposal();
         loop {
             let (responder, applied) = crate::reply::channel();
-            self.raft.do_send(Propose { request: request.clone(), auth: who.clone(), responder });
+            self.shared.raft.do_send(Propose { request: request.clone(), auth: who.clone(), responder });
             match answer(deadline, applied).await {
                 // Refused before it reached the log: safe to ask again.
                 Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
@@ -725,11 +735,11 @@ impl ClientService {
     }
 
     async fn read_unlogged(&self, request: ReadRequest, serializable: bool) -> Result<Response, RequestError> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.limits.request_timeout;
         let wait = async {
             let read_index = if serializable { 0 } else { self.read_index(deadline).await? };
             let (responder, answer) = crate::reply::channel();
-            self.store.do_send(Read { read_index, request, responder });
+            self.shared.store.do_send(Read { read_index, request, responder });
             answer.await.map_err(|_| RequestError::Stopped)?
         };
         tokio::time::timeout_at(deadline, wait).await.map_err(|_| RequestError::Timeout)?
@@ -740,7 +750,7 @@ impl ClientService {
     async fn read_index(&self, deadline: tokio::time::Instant) -> Result<u64, RequestError> {
         loop {
             let (tx, rx) = crate::reply::channel();
-            self.raft.do_send(ReadIndex { responder: tx });
+            self.shared.raft.do_send(ReadIndex { responder: tx });
             match rx.await.map_err(|_| RequestError::Stopped)? {
                 Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
                 other => return other,

@@ -34,7 +34,7 @@ impl ClientService {
     }
 
     async fn hash_password(&self, password: String) -> Result<String, RequestError> {
-        let auth = self.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
+        let auth = self.shared.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
         auth.send(HashPassword(password)).await.map_err(|_| RequestError::Stopped)?
     }
 
@@ -48,7 +48,7 @@ impl ClientService {
 
     /// etcd 3.5's AuthStatus, from this member's applied state.
     pub async fn auth_status(&self) -> Result<pb::AuthStatusResponse, RequestError> {
-        let auth = self.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
+        let auth = self.shared.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
         let (enabled, auth_revision) = auth.send(GetAuthStatus).await.map_err(|_| RequestError::Stopped)?;
         Ok(pb::AuthStatusResponse { header: Some(self.kv_header().await?), enabled, auth_revision })
     }
@@ -58,7 +58,7 @@ impl ClientService {
     /// log then assigns the token on every member. A password change between the
     /// check and the apply voids the attempt, which is made again.
     pub async fn authenticate(&self, r: pb::AuthenticateRequest) -> Result<pb::AuthenticateResponse, RequestError> {
-        let auth = self.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
+        let auth = self.shared.auth.as_ref().ok_or(RequestError::NotImplemented("auth"))?;
         let mut attempts = 0;
         loop {
             self.barrier().await?;
