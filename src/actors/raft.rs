@@ -17,8 +17,6 @@ use actix::prelude::*;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use crate::reply::Replies;
-
 use crate::actors::store::{
     AppliedTo, Apply, DumpSnapshot, DurableTo, InstallSnapshot, MembersChanged, Responder, StoreActor,
 };
@@ -31,6 +29,7 @@ use crate::net::peer::{
     PeerLimits, PeerLinkConfig, PeerListener, SendLeaseRelay, SendMessages, SendSnapshot, SnapshotSent, Unreachable,
 };
 use crate::proto::etcdserverpb as pb;
+use crate::reply::Replies;
 use crate::raft::{ConfChange, Message, MessageBody, NodeId, RaftError, RaftNode, Role};
 
 /// Most entries the in-memory log keeps behind the durable index for followers
@@ -280,6 +279,34 @@ impl RaftActor {
         self.next_request_id
     }
 
+    /// Appends a client request to the log; returns the request id it carries.
+    fn propose(&mut self, mut request: internal_request::Request, auth: crate::kv::auth::AuthInfo) -> Result<u64, RequestError> {
+        if let internal_request::Request::LeaseGrant(grant) = &mut request {
+            // etcd: a grant without an ID gets one from the request id generator
+            // of the member proposing it, inside the proposal, so every member
+            // applies the same ID.
+            while grant.id == 0 {
+                grant.id = (self.request_id() & ((1 << 63) - 1)) as i64;
+            }
+        }
+        let id = self.request_id();
+        let request = InternalRequest {
+            header: Some(RequestHeader {
+                id,
+                proposer: self.member_id,
+                username: auth.username,
+                auth_revision: auth.revision,
+            }),
+            request: Some(request),
+        };
+        let data = request.encode_to_vec();
+        if data.len() > self.max_request_bytes {
+            return Err(RequestError::RequestTooLarge);
+        }
+        self.node.propose(data).map_err(Self::proposal_error)?;
+        Ok(id)
+    }
+
     /// Drives the core once the messages already in the mailbox are handled, so a
     /// burst of proposals, reads or peer messages becomes one `Ready`: one WAL
     /// append, one batch per peer, one apply batch.
@@ -448,6 +475,7 @@ impl RaftActor {
             for (_, w) in self.read_waiters.drain() {
                 replies.add(w, Err(RequestError::NoLeader));
             }
+            replies.deliver();
         }
     }
 
@@ -533,36 +561,6 @@ impl Handler<Propose> for RaftActor {
                 let _ = msg.responder.send(Err(e));
             }
         }
-    }
-}
-
-impl RaftActor {
-    /// Appends a client request to the log; returns the request id it carries.
-    fn propose(&mut self, mut request: internal_request::Request, auth: crate::kv::auth::AuthInfo) -> Result<u64, RequestError> {
-        if let internal_request::Request::LeaseGrant(grant) = &mut request {
-            // etcd: a grant without an ID gets one from the request id generator
-            // of the member proposing it, inside the proposal, so every member
-            // applies the same ID.
-            while grant.id == 0 {
-                grant.id = (self.request_id() & ((1 << 63) - 1)) as i64;
-            }
-        }
-        let id = self.request_id();
-        let request = InternalRequest {
-            header: Some(RequestHeader {
-                id,
-                proposer: self.member_id,
-                username: auth.username,
-                auth_revision: auth.revision,
-            }),
-            request: Some(request),
-        };
-        let data = request.encode_to_vec();
-        if data.len() > self.max_request_bytes {
-            return Err(RequestError::RequestTooLarge);
-        }
-        self.node.propose(data).map_err(Self::proposal_error)?;
-        Ok(id)
     }
 }
 
