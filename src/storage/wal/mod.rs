@@ -69,8 +69,13 @@
 //!
 //! # Limits (chosen, not accidental)
 //!
-//! - `set_len` preallocation is sparse (std has no `fallocate`): blocks are
-//!   allocated on first write, and fdatasync then also flushes that metadata.
+//! - `set_len` preallocation is sparse (std has no `fallocate`, and ext4's
+//!   fallocated blocks still change metadata on first write). So the writer
+//!   keeps the next 256–512 KiB past its position written with zeros
+//!   (`Wal::zero_ahead`), flushed with the next fdatasync: a record's
+//!   fdatasync then rewrites allocated blocks and commits no journal (measured
+//!   with 2 KB records: 82 µs per fdatasync against 104 µs sparse; 3 members
+//!   under 64-client puts: about 10% less).
 //! - Torn-tail detection assumes the unsynced tail reached the disk in order. If a
 //!   crash persisted a later page but not an earlier one, non-zero bytes follow the
 //!   bad record and the open stops with `Corrupt` (fail-stop; never guessing).
@@ -105,6 +110,10 @@ pub use writer::{
     Completion, FsyncObserver, SubmitError, WalPersisted, WalStats, WalStatsSnapshot, WalWrite, WalWriter,
     WalWriterOptions,
 };
+
+/// How far past the write position a segment is kept written with zeros (see
+/// `Wal::zero_ahead`): refilled in steps of at least half of it.
+const ZERO_AHEAD_BYTES: u64 = 512 * 1024;
 
 /// Default size new segments are preallocated to (etcd's is the same).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -246,6 +255,9 @@ pub struct Wal {
     file_offset: u64,
     /// The current segment's preallocated size, from its metadata.
     segment_bytes: u64,
+    /// Bytes of the current segment written with data or zeros (see
+    /// `zero_ahead`); beyond it the file may be sparse.
+    zeroed_to: u64,
     /// Encoded records not yet written to the file.
     buf: Vec<u8>,
     /// Written to the file since the last fdatasync.
@@ -326,6 +338,7 @@ impl Wal {
             }],
             file,
             file_offset: head.len() as u64,
+            zeroed_to: head.len() as u64,
             segment_bytes: options.segment_bytes,
             buf: Vec::new(),
             unsynced: false,
@@ -506,6 +519,7 @@ impl Wal {
             segments,
             file,
             file_offset: end,
+            zeroed_to: end,
             segment_bytes,
             buf: Vec::new(),
             unsynced: false,
@@ -789,6 +803,7 @@ impl Wal {
         let (file, path) = segment::create(&self.dir, seq, first_index, segment_bytes, &head)?;
         self.file = file;
         self.file_offset = head.len() as u64;
+        self.zeroed_to = self.file_offset;
         self.segment_bytes = segment_bytes;
         self.segments.push(SegmentInfo {
             seq,
@@ -811,7 +826,29 @@ impl Wal {
             .unwrap_or_default();
         self.file.write_all(&self.buf).map_err(io_err(&path))?;
         self.file_offset += self.buf.len() as u64;
+        self.zeroed_to = self.zeroed_to.max(self.file_offset);
         self.buf.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Keeps `ZERO_AHEAD_BYTES` past the write position written with zeros, so
+    /// the fdatasyncs of the records that land there change no file metadata.
+    /// Into a sparse region every new 4 KiB block is an allocation, and ext4
+    /// commits its journal on that block's fdatasync (one more disk flush, and
+    /// its journal is shared by every file on the disk); an overwrite needs
+    /// none. The zeros reach the disk with the next fdatasync; they read as the
+    /// end of written data, as the sparse region did.
+    fn zero_ahead(&mut self) -> Result<(), WalError> {
+        use std::os::unix::fs::FileExt;
+        let want = (self.file_offset + ZERO_AHEAD_BYTES).min(self.segment_bytes);
+        if self.zeroed_to >= self.file_offset + ZERO_AHEAD_BYTES / 2 || self.zeroed_to >= want {
+            return Ok(());
+        }
+        let path = self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let zeros = vec![0u8; (want - self.zeroed_to) as usize];
+        self.file.write_all_at(&zeros, self.zeroed_to).map_err(io_err(&path))?;
+        self.zeroed_to = want;
         self.unsynced = true;
         Ok(())
     }
@@ -820,6 +857,9 @@ impl Wal {
     fn sync_counted(&mut self) -> Result<bool, WalError> {
         self.check_poisoned()?;
         let result = self.flush_buf().and_then(|()| {
+            if self.unsynced {
+                self.zero_ahead()?;
+            }
             if !self.unsynced {
                 return Ok(false);
             }

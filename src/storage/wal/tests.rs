@@ -204,6 +204,35 @@ fn segment_file_is_named_and_preallocated() {
 }
 
 #[test]
+fn a_sync_leaves_the_region_past_the_records_written_with_zeros_and_the_rest_sparse() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut wal = Wal::create(tmp.path(), 1, 2).unwrap();
+    let allocated = |wal: &Wal| fs::metadata(&segment_paths(wal.dir())[0]).unwrap().blocks() * 512;
+    // Sparse past the head until the first sync.
+    assert!(allocated(&wal) < ZERO_AHEAD_BYTES / 2, "{} bytes allocated", allocated(&wal));
+    wal.append(&ents(1..=3, 1), Some(hs(1, 2, 3))).unwrap();
+    wal.sync().unwrap();
+    let end = write_end(&wal);
+    assert!(allocated(&wal) >= end + ZERO_AHEAD_BYTES / 2, "{} bytes allocated, records end at {end}", allocated(&wal));
+    assert!(allocated(&wal) < SEGMENT_BYTES_DEFAULT / 2, "the whole segment was filled");
+    assert!(read_at(&segment_paths(wal.dir())[0], end, 4096).iter().all(|&b| b == 0));
+    // Records keep landing in the zeroed region, which moves with them.
+    let mut index = 4;
+    while write_end(&wal) < end + ZERO_AHEAD_BYTES {
+        wal.append(&[ent(index, 1)], None).unwrap();
+        wal.sync().unwrap();
+        index += 1;
+    }
+    assert!(allocated(&wal) >= write_end(&wal) + ZERO_AHEAD_BYTES / 2);
+    drop(wal);
+    // The zeros read as the end of the log.
+    let (_, replayed) = Wal::open(tmp.path()).unwrap();
+    assert_eq!(replayed.entries.len() as u64, index - 1);
+    assert_eq!(replayed.torn_tail, None);
+}
+
+#[test]
 fn unsynced_buffered_records_are_not_on_disk_but_synced_ones_are() {
     let tmp = tempfile::tempdir().unwrap();
     let mut wal = Wal::create(tmp.path(), 1, 2).unwrap();
