@@ -432,6 +432,18 @@ impl RaftActor {
         }
     }
 
+    /// Tells the node it may serve clients, once: a leader is known and
+    /// everything committed is applied. Checked on both events, whichever comes
+    /// last (a restarted member may replay its WAL before it hears the leader,
+    /// and then nothing may commit for a while: it waited for the next write).
+    fn notice_ready_if_caught_up(&mut self) {
+        if self.node.leader().is_some() && self.applied_index >= self.node.commit_index() {
+            if let Some(notice) = self.ready_notice.take() {
+                let _ = notice.send(());
+            }
+        }
+    }
+
     fn on_soft_state(&mut self, leader: Option<u64>, role: Role) {
         // As etcd's raftNode: a change to a known leader counts; the gauges
         // follow every soft state.
@@ -476,6 +488,11 @@ impl RaftActor {
                 replies.add(w, Err(RequestError::NoLeader));
             }
             replies.deliver();
+        }
+        // A leader waits for its no-op entry to apply (`AppliedTo`); a follower
+        // may have applied everything before it heard the leader.
+        if leader.is_some() && role == Role::Follower {
+            self.notice_ready_if_caught_up();
         }
     }
 
@@ -676,11 +693,7 @@ impl Handler<AppliedTo> for RaftActor {
         // After a snapshot install the store may hold more than the core handed
         // out (the dump was taken later); the core hears only what it handed out.
         self.node.on_applied(self.applied_index.min(self.handed_out));
-        if self.node.leader().is_some() && self.applied_index >= self.node.commit_index() {
-            if let Some(notice) = self.ready_notice.take() {
-                let _ = notice.send(());
-            }
-        }
+        self.notice_ready_if_caught_up();
         self.drive_soon(ctx);
     }
 }
