@@ -262,7 +262,18 @@ fn users_and_tokens_across_a_cluster() {
     let (status, body) = call(b, None, "/v3/auth/authenticate", r#"{"name":"alice","password":"apw"}"#);
     assert_eq!((status, body["error"].as_str()), (400, Some("etcdserver: authentication failed, invalid user ID or password")));
     let fresh = token(b, "alice", "apw2");
-    assert_eq!(call(a, Some(&fresh), "/v3/auth/user/get", r#"{"name":"alice"}"#).0, 200);
+    // The token is known to a member once it has applied the login (as in
+    // etcd): `a` may answer a moment after `b` did.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) = call(a, Some(&fresh), "/v3/auth/user/get", r#"{"name":"alice"}"#);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(body["error"].as_str(), Some("etcdserver: invalid auth token"), "{body}");
+        assert!(std::time::Instant::now() < deadline, "the fresh token never worked on {a}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `--auth-token jwt,…`: a token signed by one member is honoured by every
