@@ -1183,9 +1183,15 @@ impl<'a> WriteTxn<'a> {
     ) -> Result<Option<KeyValue>, MvccError> {
         self.store.check_usable()?;
         // Read before touching the index, so an error leaves the txn as it was.
-        let prev = match self.store.index.get(key).and_then(|ki| ki.get(i64::MAX)) {
-            Some((r, _, _)) if self.store.read_prevs => Some(self.store.read_kv(self.pending(), r)?),
-            _ => None,
+        // Only when asked (a watcher wants `prev_kv`); otherwise the index is
+        // searched once, below.
+        let prev = if self.store.read_prevs {
+            match self.store.index.get(key).and_then(|ki| ki.get(i64::MAX)) {
+                Some((r, _, _)) => Some(self.store.read_kv(self.pending(), r)?),
+                None => None,
+            }
+        } else {
+            None
         };
         let (rev, main) = (self.next_rev(), self.main);
         // One search of the index for a key it holds (the usual put), one
