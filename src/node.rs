@@ -343,8 +343,13 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // write's hand-off to it and back is then no thread switch. The peer links
     // and the peer listener run there too (the Raft actor starts them).
     let wal_arbiter = raft_arbiter.handle();
-    // The watch hub starts first: the store is created with its address.
-    let watch_arbiter = named_arbiter("stead-watch").handle();
+    // The watch hub starts first: the store is created with its address. It
+    // shares the store's thread, as etcd notifies its synced watchers on its
+    // apply path: an apply batch's `Committed` then reaches the hub with no
+    // thread wake-up. On its own thread, at 100 puts a second (1 watcher, 6
+    // alternating runs) the leader's p90 was 0.80 ms against 0.68, and under
+    // 64-client puts, with no watcher, waking it cost about 3% of the CPU.
+    let watch_arbiter = store_arbiter.clone();
     let hub_config = HubConfig::new(settings.max_request_bytes);
     // Set by the hub while a watcher wants `prev_kv`: only then do puts read the
     // values they replace.

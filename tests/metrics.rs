@@ -131,7 +131,7 @@ fn metrics_move_with_traffic() {
     // each), the WAL writer, and the client port's workers, which served this
     // traffic. The write path woke the Raft thread, the WAL writer and the
     // store at least once per write.
-    for thread in ["stead-raft", "stead-store", "stead-watch", "stead-lease", "stead-auth", "stead-wal"] {
+    for thread in ["stead-raft", "stead-store", "stead-lease", "stead-auth", "stead-wal"] {
         assert_eq!(labelled(&after, &format!("stead_thread_count{{thread=\"{thread}\"}}")), 1.0, "{thread} in:\n{after}");
     }
     assert!(labelled(&after, "stead_thread_count{thread=\"stead-client\"}") >= 1.0, "{after}");

@@ -1,7 +1,9 @@
 //! `WatchHub`: owns every watcher of this member and the client streams they are
 //! on, and turns the store's committed changes into etcd watch responses.
 //!
-//! One hub per member, on an arbiter of its own. A stream (one client watch
+//! One hub per member, on the store's arbiter (as etcd notifies its watchers
+//! on the apply path; a change reaches the hub without a thread hop), so
+//! everything it does runs between applies. A stream (one client watch
 //! stream: a gateway request, later a gRPC call) holds several watchers. The hub
 //! keeps etcd's two sets:
 //!
