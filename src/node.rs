@@ -349,7 +349,6 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     // thread wake-up. On its own thread, at 100 puts a second (1 watcher, 6
     // alternating runs) the leader's p90 was 0.80 ms against 0.68, and under
     // 64-client puts, with no watcher, waking it cost about 3% of the CPU.
-    let watch_arbiter = store_arbiter.clone();
     let hub_config = HubConfig::new(settings.max_request_bytes);
     // Set by the hub while a watcher wants `prev_kv`: only then do puts read the
     // values they replace.
@@ -357,7 +356,7 @@ async fn serve(settings: Settings, boot: Boot) -> Result<(), NodeError> {
     let hub = {
         let metrics = metrics.clone();
         let flag = prev_kv_wanted.clone();
-        WatchHub::start_in_arbiter(&watch_arbiter, move |_| {
+        WatchHub::start_in_arbiter(&store_arbiter, move |_| {
             WatchHub::new(hub_config).with_metrics(&metrics).with_prev_kv_flag(flag)
         })
     };
