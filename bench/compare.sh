@@ -8,7 +8,9 @@
 # Prints a table: workload, etcd and stead figures, stead/etcd ratios
 # (throughput: above 1 is better for stead; p99 latency: below 1 is better),
 # then the servers' CPU per request (all members; below 1 is better for stead)
-# with stead's split by thread (its `stead_thread_*` metrics), then the RSS
+# with stead's split by thread (its `stead_thread_*` metrics), the floor of
+# the 1-client put (the same writes through bench/quorum_floor.rs: no server,
+# only each member's write + fdatasync and loopback TCP), then the RSS
 # lines: every server after loading 100,000 keys of 256 B, and the
 # RSS per idle watcher (10,000 idle watchers on the first member of each).
 #
@@ -63,9 +65,10 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 ETCD=$(command -v etcd)
 echo "compare: $("$ETCD" --version | head -1)" >&2
-cargo build --release --bin stead --bin stead-bench >&2
+cargo build --release --bin stead --bin stead-bench --example quorum-floor >&2
 STEAD=target/release/stead
 BENCH=target/release/stead-bench
+FLOOR=target/release/examples/quorum-floor
 
 tmp=$(mktemp -d)
 pids=() # servers
@@ -280,6 +283,11 @@ done
 # through a follower the write takes one more hop each way, and which member
 # leads is chance, so the row would measure the draw.
 workload "put, 1 client, to the leader"    --target-leader --conns 1 --clients 1 --total "$TOTAL_1CLIENT" --key-space-size 100000 put
+# The same writes with no server at all (bench/quorum_floor.rs): what the disk
+# and loopback TCP alone cost a quorum write here, to read the row above against.
+for _ in $(seq 1 "$ROUNDS"); do
+  "$FLOOR" --members "$MEMBERS" --total "$TOTAL_1CLIENT" --dir "$tmp" --json >>"$tmp/floor.jsonl"
+done
 workload "put, 64 clients"                 --conns 8 --clients 64 --total "$TOTAL" --key-space-size 100000 put
 workload "range linearizable, 64 clients"  --conns 8 --clients 64 --total "$TOTAL" range 00000042 --consistency l
 workload "range serializable, 64 clients"  --conns 8 --clients 64 --total "$TOTAL" range 00000042 --consistency s
@@ -292,7 +300,7 @@ workload "lease-keepalive, 16 clients"     --conns 4 --clients 16 --total "$TOTA
 
 echo
 echo "members: $MEMBERS; rounds: $ROUNDS; $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores"
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "$tmp/floor.jsonl" <<'PY'
 import json, sys
 rows, order = {}, []
 for line in open(sys.argv[1]):
@@ -321,6 +329,16 @@ for name in order:
     ep, sp = mean(e, "p99_ms"), mean(s, "p99_ms")
     errs = f"{errors(e) or '0'} / {errors(s) or '0'}"
     print(f"{name:<{w}} {fmt(et,1):>11} {fmt(st,1):>11} {ratio(st,et):>7} {fmt(ep,3):>12} {fmt(sp,3):>12} {ratio(sp,ep):>7}  {errs}")
+floor = [json.loads(line) for line in open(sys.argv[2])]
+put1 = rows.get("put, 1 client, to the leader")
+if floor and put1:
+    fo, fp = mean(floor, "requests_per_second"), mean(floor, "p99_ms")
+    eo, so = mean(put1["etcd"], "requests_per_second"), mean(put1["stead"], "requests_per_second")
+    print()
+    print(f"floor of that 1-client put, no server (bench/quorum_floor.rs: {floor[0]['members']} members as threads, "
+          f"write + fdatasync each, loopback TCP): {fo:.1f} writes/s, p99 {fp:.3f} ms")
+    print(f"  share of the floor's writes/s: etcd {ratio(eo, fo)}, stead {ratio(so, fo)}; "
+          f"half etcd's latency needs {ratio(2 * eo if eo else None, fo)}")
 # CPU per request: what the servers used during a run (all members), over the
 # requests it completed (watch rows: events delivered). Less noisy than op/s on
 # a shared machine: it does not depend on how much CPU the servers were given.
