@@ -12,7 +12,8 @@
 # the 1-client put (the same writes through bench/quorum_floor.rs: no server,
 # only each member's write + fdatasync and loopback TCP), then the RSS
 # lines: every server after loading 100,000 keys of 256 B, and the
-# RSS per idle watcher (10,000 idle watchers on the first member of each).
+# RSS per idle watcher (10,000 idle watchers on the first member of each,
+# measured first, on the fresh clusters).
 #
 #   bench/compare.sh [--members 1|3] [--total N] [--rounds N] [--quick]
 #
@@ -232,26 +233,11 @@ workload() {
 # Sum of VmRSS (KiB) over PIDs.
 rss_kib() { local p sum=0; for p in "$@"; do sum=$((sum + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$sum"; }
 
-# 1. Memory: load LOAD_KEYS keys of 256 B into fresh clusters, then read RSS.
-for system in etcd stead; do
-  run_one "load $LOAD_KEYS keys x 256 B, 64 clients" "$system" --conns 8 --clients 64 --total "$LOAD_KEYS" \
-    --key-space-size "$LOAD_KEYS" --sequential-keys --val-size 256 put
-done
-check_alive
-RSS_LINES=()
-for system in etcd stead; do
-  mapfile -t mp <"$tmp/$system.pids"
-  line="RSS after $LOAD_KEYS keys of 256 B, $system:"
-  for i in "${!mp[@]}"; do line+=" member$i $(rss_kib "${mp[$i]}") KiB"; done
-  line+=" (sum $(rss_kib "${mp[@]}") KiB)"
-  RSS_LINES+=("$line")
-done
-rss_sum() { mapfile -t mp <"$tmp/$1.pids"; rss_kib "${mp[@]}"; }
-ETCD_RSS=$(rss_sum etcd)
-STEAD_RSS=$(rss_sum stead)
-RSS_LINES+=("RSS sum stead/etcd: $(python3 -c "print(f'{$STEAD_RSS/$ETCD_RSS:.2f}x')")")
-
-# 2. Memory per idle watcher: IDLE_WATCHERS idle watchers on the first member.
+# 1. Memory per idle watcher: IDLE_WATCHERS idle watchers on the first member
+# of the fresh clusters, closed again before the load. After the load, a
+# member's allocator has room left over that new watchers fill without growing
+# the RSS (stead read 20-70 B per watcher there, 350 B on a fresh member).
+WATCHER_LINES=()
 for system in etcd stead; do
   check_alive
   pid=$(head -1 "$tmp/$system.pids")
@@ -269,14 +255,34 @@ for system in etcd stead; do
     sleep 1 # let the server settle after the last create
     check_alive
     after=$(rss_kib "$pid")
-    RSS_LINES+=("RSS per idle watcher ($IDLE_WATCHERS on member0), $system: before $before KiB, after $after KiB, $(python3 -c "print(f'{($after-$before)*1024/$IDLE_WATCHERS:.0f}')") B/watcher")
+    WATCHER_LINES+=("RSS per idle watcher ($IDLE_WATCHERS on member0), $system: before $before KiB, after $after KiB, $(python3 -c "print(f'{($after-$before)*1024/$IDLE_WATCHERS:.0f}')") B/watcher")
   else
-    RSS_LINES+=("RSS per idle watcher, $system: watch-idle failed: $(cat "$tmp/idle.err")")
+    WATCHER_LINES+=("RSS per idle watcher, $system: watch-idle failed: $(cat "$tmp/idle.err")")
   fi
   kill "$idle" 2>/dev/null || true
   wait "$idle" 2>/dev/null || true
   idle=""
 done
+
+# 2. Memory: load LOAD_KEYS keys of 256 B, then read RSS.
+for system in etcd stead; do
+  run_one "load $LOAD_KEYS keys x 256 B, 64 clients" "$system" --conns 8 --clients 64 --total "$LOAD_KEYS" \
+    --key-space-size "$LOAD_KEYS" --sequential-keys --val-size 256 put
+done
+check_alive
+RSS_LINES=()
+for system in etcd stead; do
+  mapfile -t mp <"$tmp/$system.pids"
+  line="RSS after $LOAD_KEYS keys of 256 B, $system:"
+  for i in "${!mp[@]}"; do line+=" member$i $(rss_kib "${mp[$i]}") KiB"; done
+  line+=" (sum $(rss_kib "${mp[@]}") KiB)"
+  RSS_LINES+=("$line")
+done
+rss_sum() { mapfile -t mp <"$tmp/$1.pids"; rss_kib "${mp[@]}"; }
+ETCD_RSS=$(rss_sum etcd)
+STEAD_RSS=$(rss_sum stead)
+RSS_LINES+=("RSS sum stead/etcd: $(python3 -c "print(f'{$STEAD_RSS/$ETCD_RSS:.2f}x')")")
+RSS_LINES+=("${WATCHER_LINES[@]}")
 
 # 3. The suite, over gRPC. Ranges read one of the loaded keys.
 # To the leader, as etcd's own table of this row (op-guide/performance.md):
