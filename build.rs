@@ -15,9 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_config.file_descriptor_set_path(&descriptor_path).skip_protoc_run();
     // Services keep their proto package and names (`etcdserverpb.KV`, ...), so
     // etcd's own clients find them.
+    // The codec is prost's, counting every message's bytes for etcd's
+    // `etcd_network_client_grpc_*_bytes_total` (src/net/grpc_codec.rs).
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::net::grpc_codec::CountingCodec")
         .compile_fds_with_config(descriptors, prost_config)?;
 
     let descriptor_bytes = std::fs::read(&descriptor_path)?;

@@ -15,7 +15,9 @@
 //!   `etcd_mvcc_{put,delete,range,txn}_total`, `etcd_debugging_mvcc_keys_total`,
 //!   `…_current_revision`, `…_compact_revision`.
 //! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
-//!   scrape it asks the store for the backend size and the watch hub for its gauges.
+//!   scrape it asks the store for the backend size (`etcd_mvcc_db_total_size_in_bytes`
+//!   and, as etcd 3.4 also names it, `etcd_debugging_mvcc_db_total_size_in_bytes`)
+//!   and the watch hub for its gauges.
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
 //! - `RaftActor`: also `etcd_network_peer_round_trip_time_seconds{To}`, from a
 //!   heartbeat's send to its answer (the leader's view of each follower).
@@ -25,6 +27,11 @@
 //!   `grpc_server_handling_seconds` per unary RPC (etcd's gateway calls its gRPC
 //!   server, so etcd counts gateway requests there too; etcd exports the
 //!   histogram with `--metrics=extensive`, stead always).
+//! - The gRPC codec and the JSON gateway (`net::grpc_codec`):
+//!   `etcd_network_client_grpc_{received,sent}_bytes_total`, each message's
+//!   protobuf bytes.
+//! - The prometheus crate's process collector: `process_*` (CPU, resident
+//!   memory, open files, start time), read at each scrape.
 //! - `RaftActor`: `stead_raft_log_entries`, the in-memory log's length.
 //! - Every actor (raft, store, wal, lease, watch, auth, and one `peer-<id>` per
 //!   peer link): `stead_actor_messages_total{actor,message}`,
@@ -93,7 +100,8 @@ pub struct MetricSet {
     pub wal_fsync_seconds: Histogram,
     pub backend_commit_seconds: Histogram,
     // etcd_mvcc_* and etcd_debugging_mvcc_*
-    pub db_total_size_bytes: IntGauge,
+    db_total_size_bytes: IntGauge,
+    db_total_size_bytes_debugging: IntGauge,
     pub mvcc_put: IntCounter,
     pub mvcc_delete: IntCounter,
     pub mvcc_range: IntCounter,
@@ -156,6 +164,11 @@ impl Metrics {
         let h = |ns: &str, sub: &str, name: &str, help: &str, buckets: Vec<f64>| {
             HistogramOpts::new(name, help).namespace(ns).subsystem(sub).buckets(buckets)
         };
+        reg(Box::new(crate::net::grpc_codec::RECEIVED_BYTES.clone()));
+        reg(Box::new(crate::net::grpc_codec::SENT_BYTES.clone()));
+        // `process_*`: CPU, resident memory, open files, start time (read at
+        // each scrape), as every Go server exports them.
+        reg(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         let set = MetricSet {
             has_leader: metric!(IntGauge, o("etcd", "server", "has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")),
             is_leader: metric!(IntGauge, o("etcd", "server", "is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")),
@@ -171,6 +184,8 @@ impl Metrics {
             wal_fsync_seconds: metric!(Histogram, h("etcd", "disk", "wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", disk_buckets())),
             backend_commit_seconds: metric!(Histogram, h("etcd", "disk", "backend_commit_duration_seconds", "The latency distributions of commit called by backend.", disk_buckets())),
             db_total_size_bytes: metric!(IntGauge, o("etcd", "mvcc", "db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.")),
+            // etcd 3.4 exports both names; its own Grafana dashboard reads this one.
+            db_total_size_bytes_debugging: metric!(IntGauge, o("etcd_debugging", "mvcc", "db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.")),
             mvcc_put: metric!(IntCounter, o("etcd", "mvcc", "put_total", "Total number of puts seen by this member.")),
             mvcc_delete: metric!(IntCounter, o("etcd", "mvcc", "delete_total", "Total number of deletes seen by this member.")),
             mvcc_range: metric!(IntCounter, o("etcd", "mvcc", "range_total", "Total number of ranges seen by this member.")),
@@ -250,7 +265,20 @@ impl Metrics {
         Metrics(Arc::new(set))
     }
 
-    /// Everything, in Prometheus' text format.
+    /// The backend's size, under etcd's two names for it.
+    pub fn set_db_total_size(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.db_total_size_bytes.set(bytes);
+        self.db_total_size_bytes_debugging.set(bytes);
+    }
+
+    /// The backend's size as last set.
+    pub fn db_total_size(&self) -> u64 {
+        u64::try_from(self.db_total_size_bytes.get()).unwrap_or(0)
+    }
+
+    /// Everything, in Prometheus' text format. Blocking: the process
+    /// collector reads `/proc` (call it off any actor's loop).
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
         // Encoding our own well-formed families into memory cannot fail.

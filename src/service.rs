@@ -108,7 +108,7 @@ impl ClientService {
     /// read at scrape time (backend size, watch gauges) fresh.
     pub async fn metrics_text(&self) -> String {
         if let Ok(store) = self.shared.store.send(GetStatus).await {
-            self.shared.metrics.db_total_size_bytes.set(i64::try_from(store.db_size_bytes).unwrap_or(i64::MAX));
+            self.shared.metrics.set_db_total_size(store.db_size_bytes);
         }
         if let Some(hub) = &self.shared.watch {
             if let Ok(stats) = hub.send(crate::actors::watch::GetHubStats).await {
@@ -116,11 +116,17 @@ impl ClientService {
                 self.shared.metrics.watch_stream_total.set(stats.streams as i64);
             }
         }
+        // Both read `/proc`: off the client thread.
         let metrics = self.shared.metrics.clone();
-        if tokio::task::spawn_blocking(move || metrics.refresh_threads()).await.is_err() {
-            tracing::warn!("reading the threads' counts failed; their metrics are from the last scrape");
-        }
-        self.shared.metrics.encode()
+        tokio::task::spawn_blocking(move || {
+            metrics.refresh_threads();
+            metrics.encode()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("reading the metrics failed: {e}");
+            String::new()
+        })
     }
 
     /// The member's watch hub, which serves watch streams (they are long-lived and
@@ -655,7 +661,7 @@ impl ClientService {
     /// backend has no room for it, this member raises a NOSPACE alarm for itself
     /// (through Raft, whatever comes of it) and the write fails.
     async fn check_quota(&self, cost: usize) -> Result<(), RequestError> {
-        let db_size = u64::try_from(self.shared.metrics.db_total_size_bytes.get()).unwrap_or(0);
+        let db_size = self.shared.metrics.db_total_size();
         if self.shared.limits.quota.available(db_size, cost) {
             return Ok(());
         }

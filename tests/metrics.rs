@@ -8,6 +8,7 @@ mod common;
 use common::{b64, Server};
 use serde_json::json;
 use stead::metrics::sample;
+use stead::proto::etcdserverpb as pb;
 
 fn scrape(s: &Server) -> String {
     let mut resp = common::http_agent().get(&format!("{}/metrics", s.endpoint)).call().expect("GET /metrics");
@@ -148,17 +149,53 @@ fn metrics_move_with_traffic() {
     }
 }
 
-fn grpc_put(s: &Server, key: &str) {
+/// Puts `key` = "v" over gRPC; the request sent and the answer.
+fn grpc_put(s: &Server, key: &str) -> (pb::PutRequest, pb::PutResponse) {
     use stead::proto::etcdserverpb::kv_client::KvClient;
     let endpoint = s.endpoint.clone();
-    let key = key.to_string();
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(async move {
+    let request = pb::PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
+    let sent = request.clone();
+    let response = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(async move {
         let channel = tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
         let mut kv = KvClient::new(channel);
-        kv.put(stead::proto::etcdserverpb::PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
-            .await
-            .expect("gRPC put");
+        kv.put(request).await.expect("gRPC put").into_inner()
     });
+    (sent, response)
+}
+
+/// etcd's client traffic counters count the protobuf bytes of each message,
+/// over gRPC and through the JSON gateway alike (etcd's gateway reaches its
+/// server over gRPC); the process and backend-size series its dashboard reads
+/// are there.
+#[test]
+fn client_traffic_counts_each_messages_bytes() {
+    use prost::Message;
+    let s = Server::start(&[]);
+    let received = "etcd_network_client_grpc_received_bytes_total";
+    let sent = "etcd_network_client_grpc_sent_bytes_total";
+    let before = scrape(&s);
+
+    let (request, response) = grpc_put(&s, "traffic");
+    let after_grpc = scrape(&s);
+    assert_eq!(value(&after_grpc, received) - value(&before, received), request.encoded_len() as f64);
+    assert_eq!(value(&after_grpc, sent) - value(&before, sent), response.encoded_len() as f64);
+
+    let (code, body) = s.post("/v3/kv/put", &json!({"key": b64("gateway"), "value": b64("value")}).to_string());
+    assert_eq!(code, 200, "{body}");
+    let answer: pb::PutResponse = serde_json::from_value(body.clone()).expect("a PutResponse");
+    let asked = pb::PutRequest { key: b"gateway".to_vec(), value: b"value".to_vec(), ..Default::default() };
+    let after_gateway = scrape(&s);
+    assert_eq!(value(&after_gateway, received) - value(&after_grpc, received), asked.encoded_len() as f64);
+    assert_eq!(value(&after_gateway, sent) - value(&after_grpc, sent), answer.encoded_len() as f64);
+
+    assert!(value(&after_gateway, "process_resident_memory_bytes") > 1e6, "{after_gateway}");
+    // Whole seconds in the prometheus crate's collector: a fresh member may read 0.
+    assert!(value(&after_gateway, "process_cpu_seconds_total") >= 0.0);
+    assert!(value(&after_gateway, "process_start_time_seconds") > 1.7e9);
+    assert!(value(&after_gateway, "process_open_fds") > 0.0);
+    let size = value(&after_gateway, "etcd_mvcc_db_total_size_in_bytes");
+    assert!(size > 0.0);
+    assert_eq!(value(&after_gateway, "etcd_debugging_mvcc_db_total_size_in_bytes"), size);
 }
 
 #[test]

@@ -323,7 +323,7 @@ impl StoreActor {
         }
         if recount {
             if let Ok(size) = self.store.backend().size_on_disk() {
-                m.db_total_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+                m.set_db_total_size(size);
             }
         }
         m.current_revision.set(self.store.current_revision());
@@ -635,7 +635,7 @@ impl StoreActor {
             act.flushing = false;
             match result {
                 Ok(Ok(db_size)) => {
-                    act.metrics.db_total_size_bytes.set(i64::try_from(db_size).unwrap_or(i64::MAX));
+                    act.metrics.set_db_total_size(db_size);
                     act.flushed_index = index;
                     let release_wal = index >= act.snapshot_index + act.snapshot_count;
                     if release_wal {
@@ -829,7 +829,7 @@ impl Handler<Defragment> for StoreActor {
         AtomicResponse::new(Box::pin(async move { work.await }.into_actor(self).map(|result, act, _ctx| {
             match result {
                 Ok(Ok(size)) => {
-                    act.metrics.db_total_size_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+                    act.metrics.set_db_total_size(size);
                     tracing::info!("defragmented the backend: {size} bytes on disk");
                     Ok(size)
                 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::error::RequestError;
 use crate::metrics::{grpc_code_name, Rpc};
 use crate::proto::etcdserverpb as pb;
+use crate::net::grpc_codec;
 use crate::net::status::etcd_status;
 use crate::service::{ClientService, ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
@@ -100,7 +101,7 @@ pub(crate) async fn decode_request<Req: DeserializeOwned + Default>(
 
 /// Decode, call, encode: the shape of every unary gateway endpoint. Counted as
 /// the gRPC call it stands for (etcd's gateway calls its gRPC server, so etcd's
-/// `grpc_server_*` metrics count gateway requests too).
+/// `grpc_server_*` metrics and its client gRPC bytes count gateway requests too).
 pub(crate) async fn unary<Req, Resp, F, Fut>(
     Acting(service): Acting,
     rpc: Rpc,
@@ -108,8 +109,8 @@ pub(crate) async fn unary<Req, Resp, F, Fut>(
     call: F,
 ) -> HttpResponse
 where
-    Req: DeserializeOwned + Default,
-    Resp: Serialize,
+    Req: DeserializeOwned + Default + prost::Message,
+    Resp: Serialize + prost::Message,
     F: FnOnce(ClientService, Req) -> Fut,
     Fut: Future<Output = Result<Resp, RequestError>>,
 {
@@ -124,8 +125,8 @@ where
 /// A unary call's answer and its gRPC code name (`OK`, `InvalidArgument`, …).
 async fn unary_call<Req, Resp, F, Fut>(service: ClientService, payload: web::Payload, call: F) -> (HttpResponse, &'static str)
 where
-    Req: DeserializeOwned + Default,
-    Resp: Serialize,
+    Req: DeserializeOwned + Default + prost::Message,
+    Resp: Serialize + prost::Message,
     F: FnOnce(ClientService, Req) -> Fut,
     Fut: Future<Output = Result<Resp, RequestError>>,
 {
@@ -138,8 +139,12 @@ where
         Ok(r) => r,
         Err(e) => return failed(e),
     };
+    grpc_codec::count_received(request.encoded_len());
     match call(service, request).await {
-        Ok(resp) => (json_response(&resp), "OK"),
+        Ok(resp) => {
+            grpc_codec::count_sent(resp.encoded_len());
+            (json_response(&resp), "OK")
+        }
         Err(e) => failed(e),
     }
 }
@@ -286,8 +291,10 @@ async fn lease_keep_alive(s: Acting, body: web::Payload) -> HttpResponse {
                 Some(Ok(req)) => {
                     let used = values.byte_offset();
                     st.buf.drain(..used);
+                    grpc_codec::count_received(prost::Message::encoded_len(&req));
                     let out = match st.service.lease_keep_alive(req.id).await {
                         Ok(resp) => {
+                            grpc_codec::count_sent(prost::Message::encoded_len(&resp));
                             #[derive(Serialize)]
                             struct Frame<'a> {
                                 result: &'a pb::LeaseKeepAliveResponse,

@@ -59,6 +59,7 @@ impl RequestDecoder {
             Some(Ok(request)) => {
                 let used = values.byte_offset();
                 self.buf.drain(..used);
+                crate::net::grpc_codec::count_received(prost::Message::encoded_len(&request));
                 Ok(Some(request))
             }
             Some(Err(e)) if e.is_eof() => Ok(None),
@@ -95,8 +96,9 @@ fn request_error(e: &RequestError) -> HttpResponse {
     error_response(code, &text)
 }
 
-/// One line of the answer.
+/// One line of the answer (counted as the gRPC message it stands for).
 fn frame(resp: &pb::WatchResponse) -> web::Bytes {
+    crate::net::grpc_codec::count_sent(prost::Message::encoded_len(resp));
     #[derive(Serialize)]
     struct Frame<'a> {
         result: &'a pb::WatchResponse,

@@ -5,6 +5,7 @@ pub mod gateway_auth;
 pub mod gateway_recipes;
 pub mod gateway_watch;
 pub mod grpc;
+pub mod grpc_codec;
 pub mod grpc_limits;
 pub mod grpc_recipes;
 pub mod h2_authority;
