@@ -21,6 +21,9 @@
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
 //! - `RaftActor`: also `etcd_network_peer_round_trip_time_seconds{To}`, from a
 //!   heartbeat's send to its answer (the leader's view of each follower).
+//! - Each `PeerActor`: `etcd_network_peer_sent_bytes_total{To}` and
+//!   `…_peer_sent_failures_total{To}` (messages dropped unsent: the link down or
+//!   its queue full; etcd's `etcdMembersDown` alert reads its rate).
 //! - `LeaseActor`: `etcd_debugging_lease_{granted,revoked}_total` (as applied on
 //!   this member) and `…_renewed_total` (renewals this member led).
 //! - gRPC and the JSON gateway: `grpc_server_{started,handled}_total` and
@@ -114,6 +117,7 @@ pub struct MetricSet {
     // etcd_network_*, labelled by the remote member's hex id
     pub peer_sent_bytes: IntCounterVec,
     pub peer_received_bytes: IntCounterVec,
+    pub peer_sent_failures: IntCounterVec,
     pub peer_round_trip_seconds: HistogramVec,
     // go-grpc-prometheus's, as etcd exports them
     grpc_started: IntCounterVec,
@@ -204,6 +208,11 @@ impl Metrics {
                 IntCounterVec,
                 o("etcd", "network", "peer_received_bytes_total", "The total number of bytes received from peers."),
                 &["From"]
+            ),
+            peer_sent_failures: vec_metric!(
+                IntCounterVec,
+                o("etcd", "network", "peer_sent_failures_total", "The total number of send failures from peers."),
+                &["To"]
             ),
             peer_round_trip_seconds: vec_metric!(
                 HistogramVec,

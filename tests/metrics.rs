@@ -198,6 +198,38 @@ fn client_traffic_counts_each_messages_bytes() {
     assert_eq!(value(&after_gateway, "etcd_debugging_mvcc_db_total_size_in_bytes"), size);
 }
 
+/// A member that is down shows on the others as send failures to it (what
+/// etcd's `etcdMembersDown` alert reads), and only to it.
+#[test]
+fn send_failures_count_messages_to_a_member_that_is_down() {
+    use std::time::{Duration, Instant};
+    let mut c = common::Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let member_id = |i: usize| {
+        let (code, status) = c.members[i].post("/v3/maintenance/status", "{}");
+        assert_eq!(code, 200, "{status}");
+        let id: u64 = status["header"]["member_id"].as_str().and_then(|v| v.parse().ok()).expect("a member id");
+        format!("{id:x}")
+    };
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (down, up) = (followers[0], followers[1]);
+    let failures_to = |text: &str, id: &str| labelled(text, &format!("etcd_network_peer_sent_failures_total{{To=\"{id}\"}}"));
+    let (down_id, up_id) = (member_id(down), member_id(up));
+    let before = scrape(&c.members[leader]);
+    c.members[down].kill9();
+    // The leader heartbeats every 100 ms: each one to the dead member is dropped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let text = scrape(&c.members[leader]);
+        if failures_to(&text, &down_id) >= failures_to(&before, &down_id) + 3.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(failures_to(&after, &down_id) >= failures_to(&before, &down_id) + 3.0, "{after}");
+    assert_eq!(failures_to(&after, &up_id), failures_to(&before, &up_id), "{after}");
+}
+
 #[test]
 fn every_member_sees_the_leader_and_applies_the_writes() {
     let c = common::Cluster::start(3, &[]);

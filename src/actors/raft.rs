@@ -415,8 +415,10 @@ impl RaftActor {
             match PeerActor::new(config, unreachable, ctx.address().recipient()) {
                 Ok(actor) => {
                     let instruments = self.metrics.actor(format!("peer-{id:x}"));
+                    let to = format!("{id:x}");
                     let actor = actor
-                        .with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[format!("{id:x}").as_str()]))
+                        .with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[to.as_str()]))
+                        .with_send_failures(self.metrics.peer_sent_failures.with_label_values(&[to.as_str()]))
                         .with_instruments(instruments.clone());
                     // Links run on this actor's own thread: a message to a peer
                     // and an answer from one cost no thread switch (the inbound

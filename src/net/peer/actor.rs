@@ -199,6 +199,9 @@ struct LinkParams {
     limits: PeerLimits,
     /// Bytes written to the remote member (etcd's `peer_sent_bytes_total{To}`).
     sent_bytes: Option<IntCounter>,
+    /// Messages dropped unsent: the link down or its queue full (etcd's
+    /// `peer_sent_failures_total{To}`, which its `etcdMembersDown` alert reads).
+    send_failures: Option<IntCounter>,
 }
 
 impl PeerActor {
@@ -223,6 +226,7 @@ impl PeerActor {
                 },
                 limits: config.limits,
                 sent_bytes: None,
+                send_failures: None,
             },
             unreachable,
             snapshot_sent,
@@ -244,6 +248,18 @@ impl PeerActor {
     pub fn with_sent_bytes(mut self, counter: IntCounter) -> Self {
         self.link.sent_bytes = Some(counter);
         self
+    }
+
+    /// Counts every item this link drops unsent in `counter`.
+    pub fn with_send_failures(mut self, counter: IntCounter) -> Self {
+        self.link.send_failures = Some(counter);
+        self
+    }
+
+    fn count_send_failures(&self, items: usize) {
+        if let Some(failures) = &self.link.send_failures {
+            failures.inc_by(items as u64);
+        }
     }
 
     fn remote(&self) -> NodeId {
@@ -293,6 +309,7 @@ impl Handler<SendMessages> for PeerActor {
                 Err(_) => dropped += 1,
             }
         }
+        self.count_send_failures(dropped);
         if dropped > 0 && !self.queue_full_reported {
             self.queue_full_reported = true;
             tracing::warn!(
@@ -313,6 +330,7 @@ impl Handler<SendLeaseRelay> for PeerActor {
         let _t = self.instruments.handling("SendLeaseRelay");
         if let Some(queue) = &self.queue {
             if queue.try_send(Outbound::Lease(msg.0)).is_err() {
+                self.count_send_failures(1);
                 tracing::debug!(remote = format!("{:x}", self.remote()), "peer queue full: dropping a lease relay");
             }
         }
@@ -458,7 +476,7 @@ async fn run_link(
         unreachable.do_send(Unreachable {
             to: link.handshake.to,
         });
-        if drop_until(&mut queue, Instant::now() + backoff)
+        if drop_until(&mut queue, Instant::now() + backoff, link.send_failures.as_ref())
             .await
             .is_err()
         {
@@ -469,9 +487,13 @@ async fn run_link(
 }
 
 /// Waits until `deadline`, dropping whatever is queued meanwhile (Raft will
-/// retransmit once the link is back; a dropped snapshot reports its failure).
-/// `Err` when the queue closed.
-async fn drop_until(queue: &mut mpsc::Receiver<Outbound>, deadline: Instant) -> Result<(), ()> {
+/// retransmit once the link is back; a dropped snapshot reports its failure),
+/// each item counted in `failures`. `Err` when the queue closed.
+async fn drop_until(
+    queue: &mut mpsc::Receiver<Outbound>,
+    deadline: Instant,
+    failures: Option<&IntCounter>,
+) -> Result<(), ()> {
     let sleep = tokio::time::sleep_until(deadline);
     tokio::pin!(sleep);
     loop {
@@ -480,6 +502,9 @@ async fn drop_until(queue: &mut mpsc::Receiver<Outbound>, deadline: Instant) -> 
             m = queue.recv() => {
                 if m.is_none() {
                     return Err(());
+                }
+                if let Some(failures) = failures {
+                    failures.inc();
                 }
             }
         }
