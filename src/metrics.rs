@@ -14,6 +14,9 @@
 //!   that took over `SLOW_APPLY` to apply), `etcd_disk_backend_commit_duration_seconds`,
 //!   `etcd_mvcc_{put,delete,range,txn}_total`, `etcd_debugging_mvcc_keys_total`,
 //!   `…_current_revision`, `…_compact_revision`.
+//! - The member's start (`node`): `etcd_server_id{server_id}`,
+//!   `…_version{server_version}`, `…_quota_backend_bytes`.
+//! - `GET /health`: `etcd_server_health_success`, `…_health_failures`.
 //! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
 //!   scrape it asks the store for the backend size (`etcd_mvcc_db_total_size_in_bytes`
 //!   and, as etcd 3.4 also names it, `etcd_debugging_mvcc_db_total_size_in_bytes`)
@@ -99,6 +102,11 @@ pub struct MetricSet {
     pub lease_revoked: IntCounter,
     pub lease_renewed: IntCounter,
     pub proposals_failed: IntCounter,
+    server_id: IntGaugeVec,
+    server_version: IntGaugeVec,
+    quota_backend_bytes: IntGauge,
+    health_success: IntCounter,
+    health_failures: IntCounter,
     // etcd_disk_*
     pub wal_fsync_seconds: Histogram,
     pub backend_commit_seconds: Histogram,
@@ -185,6 +193,19 @@ impl Metrics {
             lease_revoked: metric!(IntCounter, o("etcd_debugging", "lease", "revoked_total", "The total number of revoked leases.")),
             lease_renewed: metric!(IntCounter, o("etcd_debugging", "lease", "renewed_total", "The number of renewed leases seen by the leader.")),
             proposals_failed: metric!(IntCounter, o("etcd", "server", "proposals_failed_total", "The total number of failed proposals seen.")),
+            server_id: vec_metric!(
+                IntGaugeVec,
+                o("etcd", "server", "id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID."),
+                &["server_id"]
+            ),
+            server_version: vec_metric!(
+                IntGaugeVec,
+                o("etcd", "server", "version", "Which version is running. 1 for 'server_version' label with current version."),
+                &["server_version"]
+            ),
+            quota_backend_bytes: metric!(IntGauge, o("etcd", "server", "quota_backend_bytes", "Current backend storage quota size in bytes.")),
+            health_success: metric!(IntCounter, o("etcd", "server", "health_success", "The total number of successful health checks")),
+            health_failures: metric!(IntCounter, o("etcd", "server", "health_failures", "The total number of failed health checks")),
             wal_fsync_seconds: metric!(Histogram, h("etcd", "disk", "wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", disk_buckets())),
             backend_commit_seconds: metric!(Histogram, h("etcd", "disk", "backend_commit_duration_seconds", "The latency distributions of commit called by backend.", disk_buckets())),
             db_total_size_bytes: metric!(IntGauge, o("etcd", "mvcc", "db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.")),
@@ -272,6 +293,25 @@ impl Metrics {
             registry,
         };
         Metrics(Arc::new(set))
+    }
+
+    /// Who this member is: its id (hex) and the etcd version it speaks, and
+    /// its backend quota (left at 0 when quotas are off, as etcd leaves it).
+    pub fn describe_member(&self, member_id: u64, version: &str, quota_bytes: Option<u64>) {
+        self.server_id.with_label_values(&[format!("{member_id:x}").as_str()]).set(1);
+        self.server_version.with_label_values(&[version]).set(1);
+        if let Some(bytes) = quota_bytes {
+            self.quota_backend_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// One answer of `GET /health`.
+    pub fn count_health_check(&self, healthy: bool) {
+        if healthy {
+            self.health_success.inc();
+        } else {
+            self.health_failures.inc();
+        }
     }
 
     /// The backend's size, under etcd's two names for it.

@@ -139,6 +139,11 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     let node = RaftNode::new(raft_config, restored)?;
     // This member's metrics: its own registry, handed to whatever feeds it.
     let metrics = Metrics::new();
+    metrics.describe_member(
+        member_id,
+        crate::service::ETCD_API_VERSION,
+        crate::quota::Quota::from_flag(settings.quota_backend_bytes).max_bytes(),
+    );
     let fsync_seconds = metrics.wal_fsync_seconds.clone();
     let on_fsync: crate::storage::wal::FsyncObserver = Box::new(move |took| crate::metrics::observe(&fsync_seconds, took));
     let writer = WalWriter::spawn_observed(wal, WalWriterOptions::default(), Some(on_fsync))?;

@@ -198,6 +198,27 @@ fn client_traffic_counts_each_messages_bytes() {
     assert_eq!(value(&after_gateway, "etcd_debugging_mvcc_db_total_size_in_bytes"), size);
 }
 
+/// etcd's identity gauges name the member and the version it speaks; the
+/// quota is the configured one; every `/health` answer is counted.
+#[test]
+fn identity_quota_and_health_checks() {
+    let s = Server::start(&["--quota-backend-bytes", "123456789"]);
+    let (code, status) = s.post("/v3/maintenance/status", "{}");
+    assert_eq!(code, 200, "{status}");
+    let id: u64 = status["header"]["member_id"].as_str().and_then(|v| v.parse().ok()).expect("a member id");
+    let before = scrape(&s);
+    assert_eq!(labelled(&before, &format!("etcd_server_id{{server_id=\"{id:x}\"}}")), 1.0, "{before}");
+    assert_eq!(labelled(&before, "etcd_server_version{server_version=\"3.4.23\"}"), 1.0);
+    assert_eq!(value(&before, "etcd_server_quota_backend_bytes"), 123456789.0);
+    for _ in 0..2 {
+        let resp = common::http_agent().get(&format!("{}/health", s.endpoint)).call().expect("GET /health");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let after = scrape(&s);
+    assert_eq!(value(&after, "etcd_server_health_success") - value(&before, "etcd_server_health_success"), 2.0);
+    assert_eq!(value(&after, "etcd_server_health_failures"), value(&before, "etcd_server_health_failures"));
+}
+
 /// A member that is down shows on the others as send failures to it (what
 /// etcd's `etcdMembersDown` alert reads), and only to it.
 #[test]

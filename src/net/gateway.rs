@@ -360,7 +360,9 @@ pub(crate) async fn health(s: web::Data<ClientService>, req: actix_web::HttpRequ
         Ok(alarms) => alarms.iter().any(|a| !excluded.contains(&crate::kv::alarms::alarm_name(a.alarm))),
         Err(_) => true,
     };
-    let (status, body) = if !alarmed && s.healthy().await {
+    let healthy = !alarmed && s.healthy().await;
+    s.metrics().count_health_check(healthy);
+    let (status, body) = if healthy {
         (StatusCode::OK, "{\"health\":\"true\"}")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "{\"health\":\"false\"}\n")
