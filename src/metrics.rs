@@ -24,9 +24,11 @@
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
 //! - `RaftActor`: also `etcd_network_peer_round_trip_time_seconds{To}`, from a
 //!   heartbeat's send to its answer (the leader's view of each follower).
-//! - Each `PeerActor`: `etcd_network_peer_sent_bytes_total{To}` and
+//! - Each `PeerActor`: `etcd_network_peer_sent_bytes_total{To}`,
 //!   `…_peer_sent_failures_total{To}` (messages dropped unsent: the link down or
-//!   its queue full; etcd's `etcdMembersDown` alert reads its rate).
+//!   its queue full; etcd's `etcdMembersDown` alert reads its rate), and for its
+//!   outbound connection `…_active_peers{Local,Remote}` and
+//!   `…_disconnected_peers_total{Local,Remote}`.
 //! - `LeaseActor`: `etcd_debugging_lease_{granted,revoked}_total` (as applied on
 //!   this member) and `…_renewed_total` (renewals this member led).
 //! - gRPC and the JSON gateway: `grpc_server_{started,handled}_total` and
@@ -126,6 +128,8 @@ pub struct MetricSet {
     pub peer_sent_bytes: IntCounterVec,
     pub peer_received_bytes: IntCounterVec,
     pub peer_sent_failures: IntCounterVec,
+    pub active_peers: IntGaugeVec,
+    pub disconnected_peers: IntCounterVec,
     pub peer_round_trip_seconds: HistogramVec,
     // go-grpc-prometheus's, as etcd exports them
     grpc_started: IntCounterVec,
@@ -234,6 +238,16 @@ impl Metrics {
                 IntCounterVec,
                 o("etcd", "network", "peer_sent_failures_total", "The total number of send failures from peers."),
                 &["To"]
+            ),
+            active_peers: vec_metric!(
+                IntGaugeVec,
+                o("etcd", "network", "active_peers", "The current number of active peer connections."),
+                &["Local", "Remote"]
+            ),
+            disconnected_peers: vec_metric!(
+                IntCounterVec,
+                o("etcd", "network", "disconnected_peers_total", "The total number of disconnected peers."),
+                &["Local", "Remote"]
             ),
             peer_round_trip_seconds: vec_metric!(
                 HistogramVec,

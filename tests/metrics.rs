@@ -220,7 +220,8 @@ fn identity_quota_and_health_checks() {
 }
 
 /// A member that is down shows on the others as send failures to it (what
-/// etcd's `etcdMembersDown` alert reads), and only to it.
+/// etcd's `etcdMembersDown` alert reads), and only to it, and as a peer link
+/// no longer active.
 #[test]
 fn send_failures_count_messages_to_a_member_that_is_down() {
     use std::time::{Duration, Instant};
@@ -235,8 +236,11 @@ fn send_failures_count_messages_to_a_member_that_is_down() {
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let (down, up) = (followers[0], followers[1]);
     let failures_to = |text: &str, id: &str| labelled(text, &format!("etcd_network_peer_sent_failures_total{{To=\"{id}\"}}"));
-    let (down_id, up_id) = (member_id(down), member_id(up));
+    let (down_id, up_id, leader_id) = (member_id(down), member_id(up), member_id(leader));
+    let link = |metric: &str, remote: &str| format!("etcd_network_{metric}{{Local=\"{leader_id}\",Remote=\"{remote}\"}}");
     let before = scrape(&c.members[leader]);
+    assert_eq!(labelled(&before, &link("active_peers", &down_id)), 1.0, "{before}");
+    assert_eq!(labelled(&before, &link("active_peers", &up_id)), 1.0);
     c.members[down].kill9();
     // The leader heartbeats every 100 ms: each one to the dead member is dropped.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -249,6 +253,10 @@ fn send_failures_count_messages_to_a_member_that_is_down() {
     };
     assert!(failures_to(&after, &down_id) >= failures_to(&before, &down_id) + 3.0, "{after}");
     assert_eq!(failures_to(&after, &up_id), failures_to(&before, &up_id), "{after}");
+    assert_eq!(labelled(&after, &link("active_peers", &down_id)), 0.0, "{after}");
+    assert_eq!(labelled(&after, &link("active_peers", &up_id)), 1.0);
+    let lost = |text: &str| labelled(text, &link("disconnected_peers_total", &down_id));
+    assert_eq!(lost(&after), lost(&before) + 1.0, "{after}");
 }
 
 #[test]

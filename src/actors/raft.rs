@@ -416,9 +416,14 @@ impl RaftActor {
                 Ok(actor) => {
                     let instruments = self.metrics.actor(format!("peer-{id:x}"));
                     let to = format!("{id:x}");
+                    let pair = [format!("{:x}", self.member_id), to.clone()];
                     let actor = actor
                         .with_sent_bytes(self.metrics.peer_sent_bytes.with_label_values(&[to.as_str()]))
                         .with_send_failures(self.metrics.peer_sent_failures.with_label_values(&[to.as_str()]))
+                        .with_connection_metrics(
+                            self.metrics.active_peers.with_label_values(&pair),
+                            self.metrics.disconnected_peers.with_label_values(&pair),
+                        )
                         .with_instruments(instruments.clone());
                     // Links run on this actor's own thread: a message to a peer
                     // and an answer from one cost no thread switch (the inbound

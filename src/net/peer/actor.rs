@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -202,6 +202,9 @@ struct LinkParams {
     /// Messages dropped unsent: the link down or its queue full (etcd's
     /// `peer_sent_failures_total{To}`, which its `etcdMembersDown` alert reads).
     send_failures: Option<IntCounter>,
+    /// 1 while the link is connected (etcd's `active_peers{Local,Remote}`),
+    /// and the links lost (etcd's `disconnected_peers_total{Local,Remote}`).
+    connection: Option<(IntGauge, IntCounter)>,
 }
 
 impl PeerActor {
@@ -227,6 +230,7 @@ impl PeerActor {
                 limits: config.limits,
                 sent_bytes: None,
                 send_failures: None,
+                connection: None,
             },
             unreachable,
             snapshot_sent,
@@ -253,6 +257,13 @@ impl PeerActor {
     /// Counts every item this link drops unsent in `counter`.
     pub fn with_send_failures(mut self, counter: IntCounter) -> Self {
         self.link.send_failures = Some(counter);
+        self
+    }
+
+    /// Shows in `active` whether the link is connected, and counts in
+    /// `disconnected` every connection lost.
+    pub fn with_connection_metrics(mut self, active: IntGauge, disconnected: IntCounter) -> Self {
+        self.link.connection = Some((active, disconnected));
         self
     }
 
@@ -450,7 +461,15 @@ async fn run_link(
             Ok(stream) => {
                 tracing::info!(remote, addr = link.socket_addr, "peer link connected");
                 failures_in_a_row = 0;
-                match serve_link(stream, &mut queue, limits, link.sent_bytes.as_ref()).await {
+                if let Some((active, _)) = &link.connection {
+                    active.set(1);
+                }
+                let end = serve_link(stream, &mut queue, limits, link.sent_bytes.as_ref()).await;
+                if let Some((active, disconnected)) = &link.connection {
+                    active.set(0);
+                    disconnected.inc();
+                }
+                match end {
                     LinkEnd::QueueClosed => return,
                     LinkEnd::Failed(error) => {
                         tracing::warn!(remote, addr = link.socket_addr, %error, "peer link lost");
