@@ -30,7 +30,9 @@
 //!   outbound connection `…_active_peers{Local,Remote}` and
 //!   `…_disconnected_peers_total{Local,Remote}`.
 //! - `LeaseActor`: `etcd_debugging_lease_{granted,revoked}_total` (as applied on
-//!   this member) and `…_renewed_total` (renewals this member led).
+//!   this member), `…_renewed_total` (renewals this member led) and
+//!   `etcd_debugging_server_lease_expired_total` (revokes of expired leases this
+//!   member led, once applied).
 //! - gRPC and the JSON gateway: `grpc_server_{started,handled}_total` and
 //!   `grpc_server_handling_seconds` per unary RPC (etcd's gateway calls its gRPC
 //!   server, so etcd counts gateway requests there too; etcd exports the
@@ -103,6 +105,7 @@ pub struct MetricSet {
     pub lease_granted: IntCounter,
     pub lease_revoked: IntCounter,
     pub lease_renewed: IntCounter,
+    pub lease_expired: IntCounter,
     pub proposals_failed: IntCounter,
     server_id: IntGaugeVec,
     server_version: IntGaugeVec,
@@ -196,6 +199,7 @@ impl Metrics {
             lease_granted: metric!(IntCounter, o("etcd_debugging", "lease", "granted_total", "The total number of granted leases.")),
             lease_revoked: metric!(IntCounter, o("etcd_debugging", "lease", "revoked_total", "The total number of revoked leases.")),
             lease_renewed: metric!(IntCounter, o("etcd_debugging", "lease", "renewed_total", "The number of renewed leases seen by the leader.")),
+            lease_expired: metric!(IntCounter, o("etcd_debugging", "server", "lease_expired_total", "The total number of expired leases.")),
             proposals_failed: metric!(IntCounter, o("etcd", "server", "proposals_failed_total", "The total number of failed proposals seen.")),
             server_id: vec_metric!(
                 IntGaugeVec,

@@ -336,7 +336,7 @@ fn every_member_sees_the_leader_and_applies_the_writes() {
 }
 
 /// etcd's lease counters: a grant, a keep-alive on the leader and a revoke each
-/// count once.
+/// count once; a lease whose TTL runs out counts as expired.
 #[test]
 fn lease_counters_move_with_lease_traffic() {
     let s = Server::start(&[]);
@@ -361,6 +361,21 @@ fn lease_counters_move_with_lease_traffic() {
     for name in ["etcd_debugging_lease_granted_total", "etcd_debugging_lease_renewed_total", "etcd_debugging_lease_revoked_total"] {
         assert_eq!(moved(name, &after), 1.0, "{name} in:\n{after}");
     }
+    // A revoke the client asked for is not an expiry; one the TTL runs out is.
+    let expired = "etcd_debugging_server_lease_expired_total";
+    assert_eq!(moved(expired, &after), 0.0, "{after}");
+    let (code, granted) = s.post("/v3/lease/grant", &json!({"TTL": "1"}).to_string());
+    assert_eq!(code, 200, "{granted}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expiry = loop {
+        let text = scrape(&s);
+        if moved(expired, &text) >= 1.0 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(moved(expired, &expiry), 1.0, "{expiry}");
+    assert_eq!(moved("etcd_debugging_lease_revoked_total", &expiry), 2.0);
 }
 
 /// The in-memory Raft log keeps only a tail once the backend is flushed, however

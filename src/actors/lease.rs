@@ -136,7 +136,10 @@ impl LeaseActor {
                 self.metrics.lease_revoked.inc();
                 self.table.remove(&id);
                 self.heap.remove(id);
-                self.expired.remove(&id);
+                // A revoke this member proposed for an expired lease, now applied.
+                if self.expired.remove(&id) {
+                    self.metrics.lease_expired.inc();
+                }
             }
             LeaseChange::Checkpointed { id, remaining_ttl } => {
                 if let Some(info) = self.table.get_mut(&id) {
