@@ -8,7 +8,8 @@
 //! here is a placeholder.
 //!
 //! Who feeds what:
-//! - `RaftActor`: `etcd_server_has_leader`, `…_is_leader`,
+//! - `RaftActor`: `etcd_server_has_leader`, `…_is_leader`, `…_is_learner` (from
+//!   the member table the store sends it),
 //!   `…_leader_changes_seen_total`, `…_proposals_committed_total`.
 //! - `StoreActor`: `…_proposals_applied_total`, `…_slow_apply_total` (an entry
 //!   that took over `SLOW_APPLY` to apply), `etcd_disk_backend_commit_duration_seconds`,
@@ -95,6 +96,7 @@ pub struct MetricSet {
     // etcd_server_*
     pub has_leader: IntGauge,
     pub is_leader: IntGauge,
+    pub is_learner: IntGauge,
     pub leader_changes_seen: IntCounter,
     /// etcd's is a gauge set to the commit index.
     pub proposals_committed: IntGauge,
@@ -191,6 +193,7 @@ impl Metrics {
         let set = MetricSet {
             has_leader: metric!(IntGauge, o("etcd", "server", "has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.")),
             is_leader: metric!(IntGauge, o("etcd", "server", "is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")),
+            is_learner: metric!(IntGauge, o("etcd", "server", "is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.")),
             leader_changes_seen: metric!(IntCounter, o("etcd", "server", "leader_changes_seen_total", "The number of leader changes seen.")),
             proposals_committed: metric!(IntGauge, o("etcd", "server", "proposals_committed_total", "The total number of consensus proposals committed.")),
             proposals_applied: metric!(IntGauge, o("etcd", "server", "proposals_applied_total", "The total number of consensus proposals applied.")),

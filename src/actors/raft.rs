@@ -867,6 +867,9 @@ impl Handler<MembersChanged> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: MembersChanged, ctx: &mut Context<Self>) {
         let _t = self.instruments.handling("MembersChanged");
+        if let Some(me) = msg.0.iter().find(|m| m.id == self.member_id) {
+            self.metrics.is_learner.set(i64::from(me.is_learner));
+        }
         self.connect_peers(&msg.0, ctx);
     }
 }
