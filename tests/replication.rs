@@ -218,7 +218,12 @@ fn add_a_learner_that_joins_promote_it_then_remove_a_member() {
     wait_value(&learner.endpoint, "before", "1", Duration::from_secs(20));
     let (_, st) = learner.post("/v3/maintenance/status", "{}");
     assert_eq!(st["header"]["member_id"], json!(new_id), "the joined member took the id the cluster gave it");
-    assert_eq!(is_learner(&learner.endpoint), 1.0, "etcd_server_is_learner on the learner");
+    // Once it has applied the change that added it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_learner(&learner.endpoint) != 1.0 {
+        assert!(Instant::now() < deadline, "etcd_server_is_learner never 1 on the learner");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Caught up: promotion is accepted now.
     let deadline = Instant::now() + Duration::from_secs(10);
