@@ -149,11 +149,20 @@ fn five_members_serve_with_two_down_and_refuse_writes_with_three_down() {
 /// unstarted), is not promoted while it lags, joins with `--initial-cluster-state
 /// existing` and catches up, is promoted, and takes part in writes; then a
 /// follower is removed and the rest keep serving.
-/// `etcd_server_is_learner` as the member at `endpoint` reports it.
-fn is_learner(endpoint: &str) -> f64 {
-    let mut resp = common::http_agent().get(&format!("{endpoint}/metrics")).call().expect("GET /metrics");
-    let text = resp.body_mut().read_to_string().expect("metrics body");
-    stead::metrics::sample(&text, "etcd_server_is_learner").expect("etcd_server_is_learner")
+/// Waits (10 s at most) until the member at `endpoint` reports
+/// `etcd_server_is_learner` as `want`.
+fn wait_is_learner(endpoint: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut resp = common::http_agent().get(&format!("{endpoint}/metrics")).call().expect("GET /metrics");
+        let text = resp.body_mut().read_to_string().expect("metrics body");
+        let seen = stead::metrics::sample(&text, "etcd_server_is_learner").expect("etcd_server_is_learner");
+        if seen == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "etcd_server_is_learner {seen}, not {want}, on {endpoint}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -219,11 +228,7 @@ fn add_a_learner_that_joins_promote_it_then_remove_a_member() {
     let (_, st) = learner.post("/v3/maintenance/status", "{}");
     assert_eq!(st["header"]["member_id"], json!(new_id), "the joined member took the id the cluster gave it");
     // Once it has applied the change that added it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while is_learner(&learner.endpoint) != 1.0 {
-        assert!(Instant::now() < deadline, "etcd_server_is_learner never 1 on the learner");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_is_learner(&learner.endpoint, 1.0);
 
     // Caught up: promotion is accepted now.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -241,11 +246,7 @@ fn add_a_learner_that_joins_promote_it_then_remove_a_member() {
     wait_value(&learner.endpoint, "after-promote", "3", Duration::from_secs(10));
     // It applied its promotion (the put after it reached it): no longer a
     // learner, once its Raft actor has the new member table.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while is_learner(&learner.endpoint) != 0.0 {
-        assert!(Instant::now() < deadline, "etcd_server_is_learner still 1 after the promotion");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_is_learner(&learner.endpoint, 0.0);
     // A restart of the joined member reads its identity from its own WAL.
     learner.restart();
     wait_value(&learner.endpoint, "after-promote", "3", Duration::from_secs(20));
