@@ -10,7 +10,9 @@
 //! Who feeds what:
 //! - `RaftActor`: `etcd_server_has_leader`, `…_is_leader`, `…_is_learner` (from
 //!   the member table the store sends it),
-//!   `…_leader_changes_seen_total`, `…_proposals_committed_total`.
+//!   `…_leader_changes_seen_total`, `…_proposals_committed_total`,
+//!   `…_heartbeat_send_failures_total` (a heartbeat this leader sent more than
+//!   two heartbeat intervals after the last one to that peer).
 //! - `StoreActor`: `…_proposals_applied_total`, `…_slow_apply_total` (an entry
 //!   that took over `SLOW_APPLY` to apply), `etcd_disk_backend_commit_duration_seconds`,
 //!   `etcd_mvcc_{put,delete,range,txn}_total`, `etcd_debugging_mvcc_keys_total`,
@@ -98,6 +100,7 @@ pub struct MetricSet {
     pub is_leader: IntGauge,
     pub is_learner: IntGauge,
     pub leader_changes_seen: IntCounter,
+    pub heartbeat_send_failures: IntCounter,
     /// etcd's is a gauge set to the commit index.
     pub proposals_committed: IntGauge,
     /// etcd's is a gauge set to the applied index.
@@ -195,6 +198,7 @@ impl Metrics {
             is_leader: metric!(IntGauge, o("etcd", "server", "is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")),
             is_learner: metric!(IntGauge, o("etcd", "server", "is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.")),
             leader_changes_seen: metric!(IntCounter, o("etcd", "server", "leader_changes_seen_total", "The number of leader changes seen.")),
+            heartbeat_send_failures: metric!(IntCounter, o("etcd", "server", "heartbeat_send_failures_total", "The total number of leader heartbeat send failures (likely overloaded from slow disk).")),
             proposals_committed: metric!(IntGauge, o("etcd", "server", "proposals_committed_total", "The total number of consensus proposals committed.")),
             proposals_applied: metric!(IntGauge, o("etcd", "server", "proposals_applied_total", "The total number of consensus proposals applied.")),
             proposals_pending: metric!(IntGauge, o("etcd", "server", "proposals_pending", "The current number of pending proposals to commit.")),

@@ -219,6 +219,51 @@ fn identity_quota_and_health_checks() {
     assert_eq!(value(&after, "etcd_server_health_failures"), value(&before, "etcd_server_health_failures"));
 }
 
+/// A leader that cannot send its heartbeats on time (here: stopped for five
+/// heartbeat intervals, less than an election timeout) counts each late one,
+/// as etcd's `heartbeat_send_failures_total`.
+#[test]
+fn a_stalled_leader_counts_its_late_heartbeats() {
+    use std::time::{Duration, Instant};
+    let c = common::Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let late = "etcd_server_heartbeat_send_failures_total";
+    // Heartbeats flowing (both followers have answered some): a late one is
+    // measured from the one before it.
+    let answered = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("etcd_network_peer_round_trip_time_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .filter(|n| *n >= 2.0)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let text = scrape(&c.members[leader]);
+        if answered(&text) == 2 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, &c.members[leader].pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(250));
+    signal("-CONT");
+    // One late heartbeat to each of the two followers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let text = scrape(&c.members[leader]);
+        if value(&text, late) >= value(&before, late) + 2.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(value(&after, late) >= value(&before, late) + 2.0, "{after}");
+}
+
 /// A member that is down shows on the others as send failures to it (what
 /// etcd's `etcdMembersDown` alert reads), and only to it, and as a peer link
 /// no longer active.

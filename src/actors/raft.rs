@@ -156,6 +156,10 @@ pub struct RaftActor {
     peers: HashMap<NodeId, (Vec<String>, Addr<PeerActor>, ActorMetrics)>,
     /// The oldest unanswered heartbeat to each peer, for the round-trip metric.
     heartbeat_sent: HashMap<NodeId, std::time::Instant>,
+    /// When this leader last sent each peer a heartbeat: one that goes out more
+    /// than two heartbeat intervals after the last was late (etcd's
+    /// `heartbeat_send_failures_total`: the leader too busy to send it).
+    heartbeat_last: HashMap<NodeId, std::time::Instant>,
     /// Taken when the actor starts: the inbound side of the transport.
     peer_socket: Option<std::net::TcpListener>,
     peer_listener: Option<PeerListener>,
@@ -247,6 +251,7 @@ impl RaftActor {
             cluster_token: w.cluster_token,
             peers: HashMap::new(),
             heartbeat_sent: HashMap::new(),
+            heartbeat_last: HashMap::new(),
             peer_socket: Some(w.peer_listener),
             peer_listener: None,
             boot_members: w.members,
@@ -381,6 +386,7 @@ impl RaftActor {
                 if now.duration_since(*sent) > std::time::Duration::from_secs(1) {
                     *sent = now;
                 }
+                self.check_heartbeat_on_time(m.to, now);
             }
             by_peer.entry(m.to).or_default().push(m);
         }
@@ -389,6 +395,22 @@ impl RaftActor {
                 Some((_, link, _)) => link.do_send(SendMessages(batch)),
                 None => tracing::warn!("no link to member {to:x}; dropping {} raft messages", batch.len()),
             }
+        }
+    }
+
+    /// Counts (and logs, as etcd does) a heartbeat to `to` sent more than two
+    /// heartbeat intervals after the previous one.
+    fn check_heartbeat_on_time(&mut self, to: NodeId, now: std::time::Instant) {
+        let Some(previous) = self.heartbeat_last.insert(to, now) else { return };
+        let gap = now.duration_since(previous);
+        if gap > 2 * self.tick_interval {
+            self.metrics.heartbeat_send_failures.inc();
+            tracing::warn!(
+                to = format!("{to:x}"),
+                took = ?gap,
+                expected = ?self.tick_interval,
+                "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk"
+            );
         }
     }
 
@@ -459,6 +481,10 @@ impl RaftActor {
         }
         self.metrics.has_leader.set(i64::from(leader.is_some()));
         self.metrics.is_leader.set(i64::from(role == Role::Leader));
+        if role != Role::Leader {
+            // The next term this member leads starts a fresh heartbeat rhythm.
+            self.heartbeat_last.clear();
+        }
         if leader != self.last_leader {
             match leader {
                 Some(l) => tracing::info!(
