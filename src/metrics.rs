@@ -23,7 +23,9 @@
 //! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
 //!   scrape it asks the store for the backend size (`etcd_mvcc_db_total_size_in_bytes`
 //!   and, as etcd 3.4 also names it, `etcd_debugging_mvcc_db_total_size_in_bytes`)
-//!   and the watch hub for its gauges.
+//!   and the watch hub for its figures (`etcd_debugging_mvcc_watcher_total`,
+//!   `…_watch_stream_total`, `…_slow_watcher_total` (watchers catching up),
+//!   `…_events_total`).
 //! - The WAL writer thread: `etcd_disk_wal_fsync_duration_seconds`.
 //! - `RaftActor`: also `etcd_network_peer_round_trip_time_seconds{To}`, from a
 //!   heartbeat's send to its answer (the leader's view of each follower).
@@ -130,8 +132,10 @@ pub struct MetricSet {
     pub keys_total: IntGauge,
     pub current_revision: IntGauge,
     pub compact_revision: IntGauge,
-    pub watcher_total: IntGauge,
-    pub watch_stream_total: IntGauge,
+    watcher_total: IntGauge,
+    watch_stream_total: IntGauge,
+    slow_watchers: IntGauge,
+    watch_events: IntCounter,
     // etcd_network_*, labelled by the remote member's hex id
     pub peer_sent_bytes: IntCounterVec,
     pub peer_received_bytes: IntCounterVec,
@@ -235,6 +239,8 @@ impl Metrics {
             compact_revision: metric!(IntGauge, o("etcd_debugging", "mvcc", "compact_revision", "The revision of the last compaction in store.")),
             watcher_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "watcher_total", "Total number of watchers.")),
             watch_stream_total: metric!(IntGauge, o("etcd_debugging", "mvcc", "watch_stream_total", "Total number of watch streams.")),
+            slow_watchers: metric!(IntGauge, o("etcd_debugging", "mvcc", "slow_watcher_total", "Total number of unsynced slow watchers.")),
+            watch_events: metric!(IntCounter, o("etcd_debugging", "mvcc", "events_total", "Total number of events sent by this member.")),
             peer_sent_bytes: vec_metric!(
                 IntCounterVec,
                 o("etcd", "network", "peer_sent_bytes_total", "The total number of bytes sent to peers."),
@@ -337,6 +343,15 @@ impl Metrics {
         } else {
             self.health_failures.inc();
         }
+    }
+
+    /// The watch hub's figures: its gauges, and its event count (a total the
+    /// hub keeps, so the counter moves by what it grew since the last scrape).
+    pub fn set_watch_hub(&self, stats: &crate::actors::watch::HubStats) {
+        self.watcher_total.set(i64::try_from(stats.watchers).unwrap_or(i64::MAX));
+        self.watch_stream_total.set(i64::try_from(stats.streams).unwrap_or(i64::MAX));
+        self.slow_watchers.set(i64::try_from(stats.unsynced).unwrap_or(i64::MAX));
+        self.watch_events.inc_by(stats.events_sent.saturating_sub(self.watch_events.get()));
     }
 
     /// The backend's size, under etcd's two names for it.

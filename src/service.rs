@@ -112,8 +112,7 @@ impl ClientService {
         }
         if let Some(hub) = &self.shared.watch {
             if let Ok(stats) = hub.send(crate::actors::watch::GetHubStats).await {
-                self.shared.metrics.watcher_total.set(stats.watchers as i64);
-                self.shared.metrics.watch_stream_total.set(stats.streams as i64);
+                self.shared.metrics.set_watch_hub(&stats);
             }
         }
         // Both read `/proc`: off the client thread.

@@ -198,6 +198,52 @@ fn client_traffic_counts_each_messages_bytes() {
     assert_eq!(value(&after_gateway, "etcd_debugging_mvcc_db_total_size_in_bytes"), size);
 }
 
+/// The watch series: one synced watcher, three events sent to it.
+#[test]
+fn watch_events_and_slow_watchers() {
+    use stead::proto::etcdserverpb::watch_client::WatchClient;
+    let s = Server::start(&[]);
+    let before = scrape(&s);
+    let endpoint = s.endpoint.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (requests, mut responses) = runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let create = pb::WatchCreateRequest { key: b"w".to_vec(), ..Default::default() };
+        tx.send(pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)) })
+            .await
+            .expect("queue the create");
+        let stream = WatchClient::new(channel)
+            .watch(tokio_stream_of(rx))
+            .await
+            .expect("watch")
+            .into_inner();
+        (tx, stream)
+    });
+    let created = runtime.block_on(responses.message()).expect("a response").expect("the created response");
+    assert!(created.created, "{created:?}");
+    for v in ["1", "2", "3"] {
+        let (code, put) = s.post("/v3/kv/put", &json!({"key": b64("w"), "value": b64(v)}).to_string());
+        assert_eq!(code, 200, "{put}");
+    }
+    let mut events = 0;
+    while events < 3 {
+        let resp = runtime.block_on(responses.message()).expect("a response").expect("events");
+        events += resp.events.len();
+    }
+    let after = scrape(&s);
+    let moved = |name: &str| value(&after, name) - value(&before, name);
+    assert_eq!(moved("etcd_debugging_mvcc_events_total"), 3.0, "{after}");
+    assert_eq!(value(&after, "etcd_debugging_mvcc_watcher_total"), 1.0);
+    assert_eq!(value(&after, "etcd_debugging_mvcc_slow_watcher_total"), 0.0);
+    drop(requests);
+}
+
+/// A receiver as the stream of requests a tonic client sends.
+fn tokio_stream_of<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
 /// etcd's identity gauges name the member and the version it speaks; the
 /// quota is the configured one; every `/health` answer is counted.
 #[test]

@@ -157,6 +157,8 @@ pub struct HubStats {
     pub synced: usize,
     pub unsynced: usize,
     pub revision: i64,
+    /// Events handed to watchers' streams since the hub started.
+    pub events_sent: u64,
 }
 
 // ---------------------------------------------------------------------------------
@@ -353,6 +355,8 @@ pub struct HubCore {
     /// for the store, whose puts read the values they replace only then.
     prev_kv_watchers: usize,
     wants_prev_kv: Arc<AtomicBool>,
+    /// Events handed to watchers' streams (etcd's `events_total`).
+    events_sent: u64,
 }
 
 impl HubCore {
@@ -371,6 +375,7 @@ impl HubCore {
             progress_watchers: BTreeSet::new(),
             prev_kv_watchers: 0,
             wants_prev_kv: Arc::new(AtomicBool::new(false)),
+            events_sent: 0,
         }
     }
 
@@ -405,6 +410,7 @@ impl HubCore {
             synced: self.watchers.len() - self.unsynced.len(),
             unsynced: self.unsynced.len(),
             revision: self.revision,
+            events_sent: self.events_sent,
         }
     }
 
@@ -721,11 +727,13 @@ impl HubCore {
     /// `Yes` moves its `next_rev` to `through + 1`.
     fn deliver(&mut self, key: WatcherKey, header_rev: i64, events: Vec<mvccpb::Event>, through: i64) -> Sent {
         let Some(w) = self.watchers.get(&key) else { return Sent::Closed };
+        let count = events.len() as u64;
         let resp =
             pb::WatchResponse { header: Some(self.header(header_rev)), watch_id: key.1, events, ..Default::default() };
         let resps = if w.fragment { fragment(resp, self.config.fragment_bytes) } else { vec![resp] };
         let sent = self.send_data(key.0, resps);
         if sent == Sent::Yes {
+            self.events_sent += count;
             if let Some(w) = self.watchers.get_mut(&key) {
                 w.next_rev = through + 1;
                 w.sent_since_tick = true;
@@ -1567,7 +1575,7 @@ mod tests {
         h.request(s, req(create("k", "")));
         drop(rx);
         h.committed(2, &[put("k", 2, 2, 1)], true);
-        assert_eq!(h.stats(), HubStats { streams: 0, watchers: 0, synced: 0, unsynced: 0, revision: 2 });
+        assert_eq!(h.stats(), HubStats { streams: 0, watchers: 0, synced: 0, unsynced: 0, revision: 2, events_sent: 0 });
     }
 
     /// 10,000 watchers on 100 streams: an event reaches only the watchers of its
