@@ -20,7 +20,10 @@
 //! - The member's start (`node`): `etcd_server_id{server_id}`,
 //!   `…_version{server_version}`, `…_quota_backend_bytes`.
 //! - `GET /health`: `etcd_server_health_success`, `…_health_failures`.
-//! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`; at each
+//! - `ClientService`: `…_proposals_pending`, `…_proposals_failed_total`,
+//!   `…_slow_read_indexes_total` (a ReadIndex round over 500 ms or without a
+//!   leader), `…_read_indexes_failed_total` (a linearizable read that got no
+//!   read index in time); at each
 //!   scrape it asks the store for the backend size (`etcd_mvcc_db_total_size_in_bytes`
 //!   and, as etcd 3.4 also names it, `etcd_debugging_mvcc_db_total_size_in_bytes`)
 //!   and the watch hub for its figures (`etcd_debugging_mvcc_watcher_total`,
@@ -103,6 +106,8 @@ pub struct MetricSet {
     pub is_learner: IntGauge,
     pub leader_changes_seen: IntCounter,
     pub heartbeat_send_failures: IntCounter,
+    pub slow_read_indexes: IntCounter,
+    pub read_indexes_failed: IntCounter,
     /// etcd's is a gauge set to the commit index.
     pub proposals_committed: IntGauge,
     /// etcd's is a gauge set to the applied index.
@@ -202,6 +207,8 @@ impl Metrics {
             is_leader: metric!(IntGauge, o("etcd", "server", "is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.")),
             is_learner: metric!(IntGauge, o("etcd", "server", "is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.")),
             leader_changes_seen: metric!(IntCounter, o("etcd", "server", "leader_changes_seen_total", "The number of leader changes seen.")),
+            slow_read_indexes: metric!(IntCounter, o("etcd", "server", "slow_read_indexes_total", "The total number of pending read indexes not in sync with leader's or timed out read index requests.")),
+            read_indexes_failed: metric!(IntCounter, o("etcd", "server", "read_indexes_failed_total", "The total number of failed read indexes seen.")),
             heartbeat_send_failures: metric!(IntCounter, o("etcd", "server", "heartbeat_send_failures_total", "The total number of leader heartbeat send failures (likely overloaded from slow disk).")),
             proposals_committed: metric!(IntGauge, o("etcd", "server", "proposals_committed_total", "The total number of consensus proposals committed.")),
             proposals_applied: metric!(IntGauge, o("etcd", "server", "proposals_applied_total", "The total number of consensus proposals applied.")),

@@ -741,8 +741,8 @@ impl ClientService {
 
     async fn read_unlogged(&self, request: ReadRequest, serializable: bool) -> Result<Response, RequestError> {
         let deadline = tokio::time::Instant::now() + self.shared.limits.request_timeout;
+        let read_index = if serializable { 0 } else { self.read_index(deadline).await? };
         let wait = async {
-            let read_index = if serializable { 0 } else { self.read_index(deadline).await? };
             let (responder, answer) = crate::reply::channel();
             self.shared.store.do_send(Read { read_index, request, responder });
             answer.await.map_err(|_| RequestError::Stopped)?
@@ -751,18 +751,37 @@ impl ClientService {
     }
 
     /// The index a linearizable read must wait for; retried while there is no
-    /// leader (or the leader changed under the read) until `deadline`.
+    /// leader (or the leader changed under the read) until `deadline`. Counted
+    /// as etcd counts them: slow when a round took over `SLOW_READ_INDEX` or had
+    /// to wait for a leader, failed when none succeeded.
     async fn read_index(&self, deadline: tokio::time::Instant) -> Result<u64, RequestError> {
-        loop {
-            let (tx, rx) = crate::reply::channel();
-            self.shared.raft.do_send(ReadIndex { responder: tx });
-            match rx.await.map_err(|_| RequestError::Stopped)? {
-                Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
-                other => return other,
+        let metrics = &self.shared.metrics;
+        let rounds = async {
+            loop {
+                let asked = std::time::Instant::now();
+                let (tx, rx) = crate::reply::channel();
+                self.shared.raft.do_send(ReadIndex { responder: tx });
+                let answer = rx.await.map_err(|_| RequestError::Stopped)?;
+                if asked.elapsed() > SLOW_READ_INDEX || matches!(answer, Err(RequestError::NoLeader)) {
+                    metrics.slow_read_indexes.inc();
+                }
+                match answer {
+                    Err(RequestError::NoLeader) => wait_for_leader(deadline).await?,
+                    other => return other,
+                }
             }
+        };
+        let result = tokio::time::timeout_at(deadline, rounds).await.unwrap_or(Err(RequestError::Timeout));
+        if result.is_err() {
+            metrics.read_indexes_failed.inc();
         }
+        result
     }
 }
+
+/// A ReadIndex round slower than this counts as slow (etcd's
+/// `readIndexRetryTime`, after which it asks again).
+const SLOW_READ_INDEX: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Status `errors` as etcd fills them: "no leader" without a leader, then each
 /// active alarm in its protobuf text form (`memberID:1 alarm:NOSPACE `).

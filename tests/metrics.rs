@@ -149,6 +149,14 @@ fn metrics_move_with_traffic() {
     }
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to each of these servers (started here).
+fn signal(pids: &[u32], sig: &str) {
+    for pid in pids {
+        let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    }
+}
+
 /// Puts `key` = "v" over gRPC; the request sent and the answer.
 fn grpc_put(s: &Server, key: &str) -> (pb::PutRequest, pb::PutResponse) {
     use stead::proto::etcdserverpb::kv_client::KvClient;
@@ -291,13 +299,9 @@ fn a_stalled_leader_counts_its_late_heartbeats() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill").args([sig, &c.members[leader].pid().to_string()]).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill {sig}");
-    };
-    signal("-STOP");
+    signal(&[c.members[leader].pid()], "-STOP");
     std::thread::sleep(Duration::from_millis(250));
-    signal("-CONT");
+    signal(&[c.members[leader].pid()], "-CONT");
     // One late heartbeat to each of the two followers.
     let deadline = Instant::now() + Duration::from_secs(5);
     let after = loop {
@@ -308,6 +312,44 @@ fn a_stalled_leader_counts_its_late_heartbeats() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(value(&after, late) >= value(&before, late) + 2.0, "{after}");
+}
+
+/// Linearizable reads on a leader whose followers stop answering: one that
+/// waits until they are back is a slow read index, one that waits past the
+/// request timeout a failed one (etcd's two counters).
+#[test]
+fn read_indexes_without_a_quorum_are_slow_then_failed() {
+    use std::time::Duration;
+    let c = common::Cluster::start(3, &[]);
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let followers: Vec<u32> = (0..3).filter(|&i| i != leader).map(|i| c.members[i].pid()).collect();
+    let read = || c.members[leader].post("/v3/kv/range", &json!({"key": b64("k")}).to_string());
+    let (slow, failed) = ("etcd_server_slow_read_indexes_total", "etcd_server_read_indexes_failed_total");
+    let before = scrape(&c.members[leader]);
+
+    // Followers stopped for longer than a slow round (500 ms), then back.
+    signal(&followers, "-STOP");
+    let resume = std::thread::spawn({
+        let followers = followers.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(800));
+            signal(&followers, "-CONT");
+        }
+    });
+    let (code, answer) = read();
+    resume.join().expect("resumed");
+    assert_eq!(code, 200, "{answer}");
+    let waited = scrape(&c.members[leader]);
+    assert!(value(&waited, slow) >= value(&before, slow) + 1.0, "{waited}");
+    assert_eq!(value(&waited, failed), value(&before, failed));
+
+    // Stopped for the whole request timeout: the read fails.
+    signal(&followers, "-STOP");
+    let (code, answer) = read();
+    signal(&followers, "-CONT");
+    assert_ne!(code, 200, "{answer}");
+    let gave_up = scrape(&c.members[leader]);
+    assert_eq!(value(&gave_up, failed), value(&waited, failed) + 1.0, "{gave_up}");
 }
 
 /// A member that is down shows on the others as send failures to it (what
