@@ -82,8 +82,12 @@ impl<T: prost::Message> Encoder for CountingEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        count_sent(item.encoded_len());
-        self.0.encode(item, dst)
+        // What the encoder wrote, from the buffer's room before and after: a
+        // second `encoded_len` walk of a large answer would cost more.
+        let room = bytes::BufMut::remaining_mut(dst);
+        let result = self.0.encode(item, dst);
+        count_sent(room - bytes::BufMut::remaining_mut(dst));
+        result
     }
 
     fn buffer_settings(&self) -> BufferSettings {

@@ -268,6 +268,9 @@ impl PeerActor {
     }
 
     fn count_send_failures(&self, items: usize) {
+        if items == 0 {
+            return; // the common case: no atomic add on every batch
+        }
         if let Some(failures) = &self.link.send_failures {
             failures.inc_by(items as u64);
         }
