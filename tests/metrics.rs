@@ -18,6 +18,19 @@ fn scrape(s: &Server) -> String {
     resp.body_mut().read_to_string().expect("metrics body")
 }
 
+/// Scrapes `s` until `done` holds of the text or `secs` have passed; the last
+/// scrape either way (the caller asserts on it).
+fn scrape_until(s: &Server, secs: u64, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let text = scrape(s);
+        if done(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn value(text: &str, name: &str) -> f64 {
     sample(text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
@@ -68,14 +81,7 @@ fn metrics_move_with_traffic() {
     // The backend commits applied writes once applies pause (2 ms): the scrape
     // that follows the last write may come first.
     let commits = "etcd_disk_backend_commit_duration_seconds_count";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let after = loop {
-        let text = scrape(&s);
-        if value(&text, commits) > value(&before, commits) || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let after = scrape_until(&s, 5, |text| value(text, commits) > value(&before, commits));
     let delta = |name: &str| value(&after, name) - value(&before, name);
     // 3 + txn's 2 + 1 re-put + 1 over gRPC.
     assert_eq!(delta("etcd_mvcc_put_total"), 7.0, "{after}");
@@ -278,7 +284,7 @@ fn identity_quota_and_health_checks() {
 /// as etcd's `heartbeat_send_failures_total`.
 #[test]
 fn a_stalled_leader_counts_its_late_heartbeats() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let c = common::Cluster::start(3, &[]);
     let leader = c.wait_leader(Duration::from_secs(10));
     let late = "etcd_server_heartbeat_send_failures_total";
@@ -291,26 +297,12 @@ fn a_stalled_leader_counts_its_late_heartbeats() {
             .filter(|n| *n >= 2.0)
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let before = loop {
-        let text = scrape(&c.members[leader]);
-        if answered(&text) == 2 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let before = scrape_until(&c.members[leader], 5, |text| answered(text) == 2);
     signal(&[c.members[leader].pid()], "-STOP");
     std::thread::sleep(Duration::from_millis(250));
     signal(&[c.members[leader].pid()], "-CONT");
     // One late heartbeat to each of the two followers.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let after = loop {
-        let text = scrape(&c.members[leader]);
-        if value(&text, late) >= value(&before, late) + 2.0 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let after = scrape_until(&c.members[leader], 5, |text| value(text, late) >= value(&before, late) + 2.0);
     assert!(value(&after, late) >= value(&before, late) + 2.0, "{after}");
 }
 
@@ -357,7 +349,7 @@ fn read_indexes_without_a_quorum_are_slow_then_failed() {
 /// no longer active.
 #[test]
 fn send_failures_count_messages_to_a_member_that_is_down() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let mut c = common::Cluster::start(3, &[]);
     let leader = c.wait_leader(Duration::from_secs(10));
     let member_id = |i: usize| {
@@ -376,14 +368,8 @@ fn send_failures_count_messages_to_a_member_that_is_down() {
     assert_eq!(labelled(&before, &link("active_peers", &up_id)), 1.0);
     c.members[down].kill9();
     // The leader heartbeats every 100 ms: each one to the dead member is dropped.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let text = scrape(&c.members[leader]);
-        if failures_to(&text, &down_id) >= failures_to(&before, &down_id) + 3.0 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let after =
+        scrape_until(&c.members[leader], 10, |text| failures_to(text, &down_id) >= failures_to(&before, &down_id) + 3.0);
     assert!(failures_to(&after, &down_id) >= failures_to(&before, &down_id) + 3.0, "{after}");
     assert_eq!(failures_to(&after, &up_id), failures_to(&before, &up_id), "{after}");
     assert_eq!(labelled(&after, &link("active_peers", &down_id)), 0.0, "{after}");
@@ -482,15 +468,8 @@ fn lease_counters_move_with_lease_traffic() {
     let (code, revoked) = s.post("/v3/lease/revoke", &json!({"ID": id}).to_string());
     assert_eq!(code, 200, "{revoked}");
     // The lease actor hears of applied grants and revokes just after the client.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let moved = |name: &str, after: &str| value(after, name) - value(&before, name);
-    let after = loop {
-        let after = scrape(&s);
-        if moved("etcd_debugging_lease_revoked_total", &after) >= 1.0 || std::time::Instant::now() > deadline {
-            break after;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let after = scrape_until(&s, 5, |text| moved("etcd_debugging_lease_revoked_total", text) >= 1.0);
     for name in ["etcd_debugging_lease_granted_total", "etcd_debugging_lease_renewed_total", "etcd_debugging_lease_revoked_total"] {
         assert_eq!(moved(name, &after), 1.0, "{name} in:\n{after}");
     }
@@ -499,14 +478,7 @@ fn lease_counters_move_with_lease_traffic() {
     assert_eq!(moved(expired, &after), 0.0, "{after}");
     let (code, granted) = s.post("/v3/lease/grant", &json!({"TTL": "1"}).to_string());
     assert_eq!(code, 200, "{granted}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let expiry = loop {
-        let text = scrape(&s);
-        if moved(expired, &text) >= 1.0 || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let expiry = scrape_until(&s, 10, |text| moved(expired, text) >= 1.0);
     assert_eq!(moved(expired, &expiry), 1.0, "{expiry}");
     assert_eq!(moved("etcd_debugging_lease_revoked_total", &expiry), 2.0);
 }
